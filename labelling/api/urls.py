@@ -1,0 +1,26 @@
+from rest_framework.routers import DefaultRouter
+
+from . import projects
+
+router = DefaultRouter()
+router.include_format_suffixes = False
+router.register("projects", projects.ProjectViewSet, basename="project")
+router.register(
+    r"projects/(?P<project_pk>\d+)/label-classes",
+    projects.LabelClassViewSet,
+    basename="label-class",
+)
+router.register(
+    r"projects/(?P<project_pk>\d+)/members", projects.MembershipViewSet, basename="member"
+)
+# Samples, revisions, flags (labelling/api/samples.py)
+
+# Queue next / submit, labels (labelling/api/queue.py)
+
+# Consensus, adjudication, agreement (labelling/api/consensus.py)
+
+# Import jobs and export (labelling/api/importing.py)
+
+urlpatterns = [
+    *router.urls,
+]

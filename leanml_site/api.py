@@ -1,0 +1,45 @@
+"""Shared API pieces: pagination and the JSON error format."""
+
+from rest_framework.exceptions import ValidationError
+from rest_framework.pagination import CursorPagination
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class IdCursorPagination(CursorPagination):
+    ordering = "id"
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+def _first_error(detail, path=()):
+    """Walk DRF's nested error detail to the first message and the field it is on."""
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            found = _first_error(value, (*path, str(key)))
+            if found:
+                return found
+    elif isinstance(detail, list):
+        for index, value in enumerate(detail):
+            inner_path = path if not isinstance(value, dict | list) else (*path, str(index))
+            found = _first_error(value, inner_path)
+            if found:
+                return found
+    elif detail is not None:
+        field = ".".join(p for p in path if p != "non_field_errors") or None
+        return str(detail), field
+    return None
+
+
+def exception_handler(exc, context):
+    """Every API error is ``{"message": ..., "field": ..., "errors": ...}``."""
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    detail = response.data
+    if isinstance(exc, ValidationError):
+        message, field = _first_error(detail) or ("Invalid input.", None)
+    else:
+        message = detail.get("detail", str(exc)) if isinstance(detail, dict) else str(detail)
+        field = None
+    response.data = {"message": str(message), "field": field, "errors": detail}
+    return response
