@@ -1,0 +1,97 @@
+"""Per-sample consensus, derived from annotations and adjudications.
+
+The state lives on ``Sample`` (``consensus_state``, ``consensus_label``) so
+filters and snapshots read one table; it is recomputed from the append-only
+annotation and adjudication rows, never edited by hand.
+"""
+
+from collections import Counter, defaultdict
+
+from django.db.models import Max
+
+from ..models import Adjudication, Annotation, Sample
+
+C = Sample.Consensus
+
+
+def decide(labels: list[int], *, overlap: int, adjudication=None) -> tuple[str, int | None]:
+    """(state, label id) from each annotator's current label id.
+
+    An adjudication wins; otherwise fewer labels than the project's overlap
+    leave the sample pending (with the leading label as a provisional answer
+    when it has no rival), a unanimous set is agreed, a strict majority is a
+    majority with dissent, and a tie is disputed (no label).
+    """
+    if adjudication is not None:
+        label_id, gold = adjudication
+        return (C.GOLD if gold else C.ADJUDICATED), label_id
+    if not labels:
+        return C.NONE, None
+    counts = Counter(labels).most_common()
+    top_label, top_count = counts[0]
+    tie = len(counts) > 1 and counts[1][1] == top_count
+    if len(labels) < overlap:
+        return C.PENDING, (None if tie or len(counts) > 1 else top_label)
+    if len(counts) == 1:
+        return C.AGREED, top_label
+    if tie:
+        return C.DISPUTED, None
+    return C.MAJORITY, top_label
+
+
+def current_labels(sample_ids) -> dict[int, list[int]]:
+    """Each sample's current label ids, one per annotator (their latest row;
+    a latest skip means they have no label)."""
+    latest_ids = (
+        Annotation.objects.filter(sample_id__in=sample_ids)
+        .values("sample_id", "annotator_id")
+        .annotate(latest=Max("id"))
+        .values_list("latest", flat=True)
+    )
+    labels = defaultdict(list)
+    rows = Annotation.objects.filter(id__in=latest_ids, kind=Annotation.Kind.LABEL).values_list(
+        "sample_id", "label_id"
+    )
+    for sample_id, label_id in rows:
+        labels[sample_id].append(label_id)
+    return labels
+
+
+def latest_adjudications(sample_ids) -> dict[int, tuple[int, bool]]:
+    latest = (
+        Adjudication.objects.filter(sample_id__in=sample_ids)
+        .values("sample_id")
+        .annotate(latest=Max("id"))
+        .values_list("latest", flat=True)
+    )
+    return {
+        sample_id: (label_id, gold)
+        for sample_id, label_id, gold in Adjudication.objects.filter(id__in=latest).values_list(
+            "sample_id", "label_id", "gold"
+        )
+    }
+
+
+def consensus_refresh(*, project, sample_ids, batch_size=2000) -> int:
+    """Recompute consensus for the given samples of ``project``; returns how many changed."""
+    sample_ids = list(sample_ids)
+    changed = 0
+    for start in range(0, len(sample_ids), batch_size):
+        batch = sample_ids[start : start + batch_size]
+        labels = current_labels(batch)
+        adjudications = latest_adjudications(batch)
+        updates = []
+        for sample in Sample.objects.filter(project=project, id__in=batch).only(
+            "id", "consensus_state", "consensus_label_id"
+        ):
+            state, label_id = decide(
+                labels.get(sample.id, []),
+                overlap=project.overlap,
+                adjudication=adjudications.get(sample.id),
+            )
+            if (state, label_id) != (sample.consensus_state, sample.consensus_label_id):
+                sample.consensus_state, sample.consensus_label_id = state, label_id
+                updates.append(sample)
+        Sample.objects.bulk_update(updates, ["consensus_state", "consensus_label"])
+        changed += len(updates)
+    return changed
