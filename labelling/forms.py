@@ -20,7 +20,10 @@ class ProjectForm(forms.ModelForm):
     class Meta:
         model = Project
         fields = ["name", "description", "guidelines", "overlap", "holdout_fraction"]
-        widgets = {"description": forms.Textarea(attrs={"rows": 2})}
+        widgets = {
+            "description": forms.Textarea(attrs={"rows": 2}),
+            "guidelines": forms.Textarea(attrs={"rows": 5}),
+        }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -49,7 +52,10 @@ class LabelClassForm(forms.ModelForm):
     class Meta:
         model = LabelClass
         fields = ["name", "description", "hotkey", "colour", "order"]
-        widgets = {"colour": forms.TextInput(attrs={"type": "color"})}
+        widgets = {
+            "colour": forms.TextInput(attrs={"type": "color"}),
+            "description": forms.Textarea(attrs={"rows": 3}),
+        }
 
     def __init__(self, *args, project, **kwargs):
         super().__init__(*args, **kwargs)
