@@ -37,12 +37,17 @@ class Command(BaseCommand):
             default=1,
             help="Celery worker processes (1 keeps SQLite writes few).",
         )
+        parser.add_argument(
+            "--queues", default=WORKER_QUEUES, help=f"Queues the worker reads ({WORKER_QUEUES})."
+        )
         parser.add_argument("--beat", action="store_true", help="Also run Celery beat.")
         parser.add_argument(
             "--no-worker", action="store_true", help="Web only (a worker runs elsewhere)."
         )
 
-    def handle(self, *args, host, port, web_workers, worker_concurrency, beat, no_worker, **opt):
+    def handle(
+        self, *args, host, port, web_workers, worker_concurrency, queues, beat, no_worker, **_
+    ):
         if settings.CELERY_TASK_ALWAYS_EAGER:
             self.stderr.write("Note: CELERY_TASK_ALWAYS_EAGER is on; jobs run inside the web.")
         if not settings.DEBUG:
@@ -77,7 +82,7 @@ class Command(BaseCommand):
                 "leanml_site",
                 "worker",
                 "-Q",
-                WORKER_QUEUES,
+                queues,
                 "--concurrency",
                 str(worker_concurrency),
                 "--loglevel",
