@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import projects
+from .views import projects, samples
 
 app_name = "labelling"
 
@@ -19,6 +19,33 @@ urlpatterns = [
     path("projects/<int:project_pk>/audit/", projects.audit, name="audit"),
     # Labelling page and queue
     # Samples browser, sample page, cleaning
+    path("projects/<int:project_pk>/samples/", samples.sample_list, name="sample_list"),
+    path(
+        "projects/<int:project_pk>/samples/<int:sample_pk>/",
+        samples.sample_detail,
+        name="sample_detail",
+    ),
+    path(
+        "projects/<int:project_pk>/samples/<int:sample_pk>/revise/",
+        samples.sample_revise,
+        name="sample_revise",
+    ),
+    path(
+        "projects/<int:project_pk>/samples/<int:sample_pk>/flag/",
+        samples.sample_flag_view,
+        name="sample_flag",
+    ),
+    path(
+        "projects/<int:project_pk>/samples/<int:sample_pk>/flags/<int:flag_pk>/resolve/",
+        samples.flag_resolve_view,
+        name="flag_resolve",
+    ),
+    path("projects/<int:project_pk>/duplicates/", samples.duplicates, name="duplicates"),
+    path(
+        "projects/<int:project_pk>/duplicates/merge/",
+        samples.duplicates_merge_view,
+        name="duplicates_merge",
+    ),
     # Review, consensus, agreement
     # Import and export
 ]
