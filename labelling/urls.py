@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import projects, samples
+from .views import projects, review, samples
 
 app_name = "labelling"
 
@@ -47,5 +47,12 @@ urlpatterns = [
         name="duplicates_merge",
     ),
     # Review, consensus, agreement
+    path("projects/<int:project_pk>/review/", review.review, name="review"),
+    path(
+        "projects/<int:project_pk>/review/<int:sample_pk>/adjudicate/",
+        review.adjudicate,
+        name="adjudicate",
+    ),
+    path("projects/<int:project_pk>/agreement/", review.agreement, name="agreement"),
     # Import and export
 ]
