@@ -1,6 +1,6 @@
 from rest_framework.routers import DefaultRouter
 
-from . import projects
+from . import consensus, projects
 
 router = DefaultRouter()
 router.include_format_suffixes = False
@@ -18,6 +18,17 @@ router.register(
 # Queue next / submit, labels (labelling/api/queue.py)
 
 # Consensus, adjudication, agreement (labelling/api/consensus.py)
+router.register(
+    r"projects/(?P<project_pk>\d+)/consensus", consensus.ConsensusViewSet, basename="consensus"
+)
+router.register(
+    r"projects/(?P<project_pk>\d+)/samples/(?P<sample_pk>\d+)/adjudicate",
+    consensus.AdjudicateViewSet,
+    basename="adjudicate",
+)
+router.register(
+    r"projects/(?P<project_pk>\d+)/agreement", consensus.AgreementViewSet, basename="agreement"
+)
 
 # Import jobs and export (labelling/api/importing.py)
 
