@@ -1,6 +1,6 @@
 from rest_framework.routers import DefaultRouter
 
-from . import consensus, projects
+from . import consensus, projects, samples
 
 router = DefaultRouter()
 router.include_format_suffixes = False
@@ -14,6 +14,17 @@ router.register(
     r"projects/(?P<project_pk>\d+)/members", projects.MembershipViewSet, basename="member"
 )
 # Samples, revisions, flags (labelling/api/samples.py)
+router.register(r"projects/(?P<project_pk>\d+)/samples", samples.SampleViewSet, basename="sample")
+router.register(
+    r"projects/(?P<project_pk>\d+)/samples/(?P<sample_pk>\d+)/revisions",
+    samples.RevisionViewSet,
+    basename="sample-revision",
+)
+router.register(
+    r"projects/(?P<project_pk>\d+)/samples/(?P<sample_pk>\d+)/flags",
+    samples.FlagViewSet,
+    basename="sample-flag",
+)
 
 # Queue next / submit, labels (labelling/api/queue.py)
 
