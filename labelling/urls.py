@@ -1,5 +1,6 @@
 from django.urls import path
 
+from .views import labelling as labelling_views
 from .views import projects, review, samples
 
 app_name = "labelling"
@@ -18,6 +19,16 @@ urlpatterns = [
     ),
     path("projects/<int:project_pk>/audit/", projects.audit, name="audit"),
     # Labelling page and queue
+    path("projects/<int:project_pk>/label/", labelling_views.label, name="label"),
+    path("projects/<int:project_pk>/label/card/", labelling_views.label_card, name="label_card"),
+    path(
+        "projects/<int:project_pk>/label/submit/", labelling_views.label_submit, name="label_submit"
+    ),
+    path(
+        "projects/<int:project_pk>/label/release/",
+        labelling_views.label_release,
+        name="label_release",
+    ),
     # Samples browser, sample page, cleaning
     path("projects/<int:project_pk>/samples/", samples.sample_list, name="sample_list"),
     path(
