@@ -5,6 +5,7 @@ from fractions import Fraction
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import cohen_kappa_score
 
 from ml.agreement import ONE_CLASS, agreement_report
 
@@ -301,3 +302,34 @@ def test_report_values_are_plain_python():
     report = agreement_report(frame([(1, np.int64(5), "a"), (1, np.int64(6), "a")]))
     assert type(report.per_annotator[0].annotator) is int
     assert type(report.pairs[0].a) is int
+
+
+def test_kappas_match_sklearn_on_random_labels():
+    """sklearn's cohen_kappa_score is the reference for every pair and annotator."""
+    rng = np.random.default_rng(7)
+    rows = []
+    for item in range(300):
+        truth = rng.integers(0, 4)
+        for who in rng.choice(6, size=rng.integers(1, 5), replace=False):
+            noisy = truth if rng.random() < 0.7 else rng.integers(0, 4)
+            rows.append((item, f"a{who}", int(noisy)))
+    labels = frame(rows)
+    consensus = {i: int(rng.integers(0, 4)) for i in range(0, 300, 2)}
+    report = agreement_report(labels, consensus=consensus, classes=[0, 1, 2, 3], min_pair_items=1)
+
+    wide = labels.pivot(index="item", columns="annotator", values="label")
+    assert len(report.pairs) == 15
+    for pair in report.pairs:
+        both = wide[[pair.a, pair.b]].dropna()
+        assert pair.items == len(both)
+        assert pair.kappa == pytest.approx(cohen_kappa_score(both[pair.a], both[pair.b]))
+    assert report.cohen_kappa.value == pytest.approx(np.mean([p.kappa for p in report.pairs]))
+
+    multi = wide.notna().sum(axis=1) >= 2
+    for row in report.per_annotator:
+        mine = wide[row.annotator].dropna()
+        mine = mine[mine.index.isin([i for i in consensus if multi[i]])]
+        truth = [consensus[i] for i in mine.index]
+        assert row.compared == len(mine)
+        assert row.kappa_with_consensus.value == pytest.approx(cohen_kappa_score(mine, truth))
+        assert row.agreement_with_consensus == pytest.approx(np.mean(mine.to_numpy() == truth))
