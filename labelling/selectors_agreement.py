@@ -114,10 +114,15 @@ def review_page(*, project, after: str | None = None, size: int = 25) -> ReviewP
         samples = samples[:size]
         last = samples[-1]
         next_cursor = f"{last.consensus_state}:{last.pk}"
-    counts = {
+    return ReviewPage(
+        samples=samples, next_cursor=next_cursor, counts=review_counts(project=project)
+    )
+
+
+def review_counts(*, project) -> dict[str, int]:
+    return {
         s: Sample.objects.filter(project=project, consensus_state=s).count() for s in REVIEW_STATES
     }
-    return ReviewPage(samples=samples, next_cursor=next_cursor, counts=counts)
 
 
 def _parse_cursor(after):

@@ -17,6 +17,7 @@ from ..selectors_agreement import (
     REVIEW_STATES,
     current_labels_for,
     project_agreement,
+    review_counts,
     review_page,
 )
 from ..services.review import sample_adjudicate
@@ -40,7 +41,7 @@ def review(request, project_pk):
         "rows": _rows(project, page.samples, request.user),
         "page": page,
         "after": after,
-        "counts": [(Sample.Consensus(s).label, page.counts[s]) for s in REVIEW_STATES],
+        "counts": _count_pills(page.counts),
         "total": sum(page.counts.values()),
         **_abilities(project),
     }
@@ -77,16 +78,29 @@ def adjudicate(request, project_pk, sample_pk):
     if request.htmx:
         row = _rows(project, [sample], request.user)[0]
         row.update(error=error, adjudication=adjudication)
-        context = {"project": project, "row": row, "after": after, **_abilities(project)}
-        return render(request, "labelling/partials/review_row.html", context)
+        context = {
+            "project": project,
+            "row": row,
+            "after": after,
+            # The counts above the list change too; htmx swaps them out of band.
+            "counts": _count_pills(review_counts(project=project)),
+            **_abilities(project),
+        }
+        return render(request, "labelling/partials/review_result.html", context)
 
     if error:
         messages.error(request, f"Sample {sample.external_id}: {error}")
     else:
+        mine = _rows(project, [sample], request.user)[0]["mine"]
         messages.success(
             request,
             f"Sample {sample.external_id} settled as “{adjudication.label.name}”"
-            + (" (gold)." if adjudication.gold else "."),
+            + (" (gold)." if adjudication.gold else ".")
+            + (
+                f" You had labelled it “{mine.label_name}” yourself."
+                if mine and mine.label_id
+                else ""
+            ),
         )
     url = reverse("labelling:review", args=[project.pk])
     return redirect(f"{url}?{urlencode({'after': after})}" if after else url)
@@ -124,6 +138,10 @@ def agreement(request, project_pk):
 
 
 # --- helpers ---------------------------------------------------------------------------
+
+
+def _count_pills(counts):
+    return [(Sample.Consensus(s).label, counts[s], s) for s in REVIEW_STATES]
 
 
 def _abilities(project):

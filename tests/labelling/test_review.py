@@ -267,8 +267,12 @@ def test_htmx_adjudication_returns_the_settled_row(team, disputed):
     assert "<html" not in html
     assert html.lstrip().startswith('<article class="card review-row settled"')
     assert "Settled as <strong>great</strong>" in html
-    assert "you had labelled it great" in html
+    assert "by you" in html
+    assert "You labelled this: great" in html  # settling your own dispute shows
     assert "delivery is not the product" in html
+    # The counts above the list are swapped out of band.
+    assert '<div class="review-counts" id="review-counts" hx-swap-oob="true">' in html
+    assert "Disputed (tie): 0" in html
     disputed.refresh_from_db()
     assert (disputed.consensus_state, disputed.consensus_label) == (C.ADJUDICATED, great)
     assert Adjudication.objects.get(sample=disputed).by == team.users["expert"]
@@ -286,6 +290,16 @@ def test_plain_form_post_redirects_back_with_a_message(team, disputed):
     assert (disputed.consensus_state, disputed.consensus_label) == (C.GOLD, other)
     page = client.get(review_url(team))
     assert f"Sample {disputed.external_id} settled as “other” (gold)." in page.content.decode()
+
+
+def test_settling_a_sample_you_labelled_says_so(team, disputed):
+    client = team.client("expert")
+    client.post(adjudicate_url(team, disputed), {"label": team.classes[1].pk})
+    html = unescape(client.get(review_url(team)).content.decode())
+    assert (
+        f"Sample {disputed.external_id} settled as “other”. You had labelled it “great” yourself."
+        in html
+    )
 
 
 @pytest.mark.parametrize("role", ["expert", "owner"])
