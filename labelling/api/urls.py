@@ -1,6 +1,6 @@
 from rest_framework.routers import DefaultRouter
 
-from . import consensus, projects, samples
+from . import consensus, projects, queue, samples
 
 router = DefaultRouter()
 router.include_format_suffixes = False
@@ -27,6 +27,8 @@ router.register(
 )
 
 # Queue next / submit, labels (labelling/api/queue.py)
+router.register(r"projects/(?P<project_pk>\d+)/queue", queue.QueueViewSet, basename="queue")
+router.register(r"projects/(?P<project_pk>\d+)/labels", queue.LabelViewSet, basename="label")
 
 # Consensus, adjudication, agreement (labelling/api/consensus.py)
 router.register(

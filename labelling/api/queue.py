@@ -1,0 +1,298 @@
+"""The work queue over the API: next / submit for annotators, the open items and
+their priorities for data scientists, and the append-only labels."""
+
+from django.db.models import Q
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+)
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+
+from leanml_site.api import IdCursorPagination
+from leanml_site.roles import Capability
+
+from ..models import Annotation, QueueItem, Sample
+from ..services.annotations import AnnotationError, annotation_submit, label_class_resolve
+from ..services.queue import queue_item_update, queue_next
+from .base import ProjectScopedMixin
+
+PROJECT_PARAM = OpenApiParameter("project_pk", int, OpenApiParameter.PATH, description="Project id")
+ID_PARAM = OpenApiParameter("id", int, OpenApiParameter.PATH, description="Queue item id")
+
+
+class QueueSampleSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Sample
+        fields = ["id", "external_id", "data", "revision", "split", "status"]
+        read_only_fields = fields
+
+
+class QueueItemSerializer(serializers.ModelSerializer):
+    external_id = serializers.CharField(source="sample.external_id", read_only=True)
+
+    class Meta:
+        model = QueueItem
+        fields = [
+            "id",
+            "sample",
+            "external_id",
+            "priority",
+            "strategy",
+            "score",
+            "reason",
+            "state",
+            "claims",
+            "labels_done",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class QueueItemUpdateSerializer(serializers.Serializer):
+    priority = serializers.FloatField(required=False, help_text="Higher is handed out first.")
+    reason = serializers.CharField(
+        required=False, max_length=2000, help_text="Why the item is (now) in the queue."
+    )
+
+    def validate(self, attrs):
+        if not attrs:
+            raise ValidationError({"priority": "Give a new priority and/or reason."})
+        return attrs
+
+
+class NextRequestSerializer(serializers.Serializer):
+    exclude = serializers.ListField(
+        child=serializers.IntegerField(min_value=1),
+        required=False,
+        max_length=10,
+        help_text="Queue item ids the client already holds (e.g. the one on screen when "
+        "prefetching the following sample).",
+    )
+
+
+class NextSerializer(serializers.Serializer):
+    lease = serializers.IntegerField(source="pk", help_text="Lease id.")
+    expires_at = serializers.DateTimeField(
+        help_text="Until then the sample is reserved for you; submit later and it still counts."
+    )
+    item = QueueItemSerializer()
+    sample = QueueSampleSerializer(source="item.sample")
+
+
+class SubmitSerializer(serializers.Serializer):
+    sample = serializers.IntegerField(help_text="Sample id.")
+    label = serializers.CharField(
+        required=False,
+        allow_null=True,
+        max_length=100,
+        help_text="Label class id or name. Leave out when skipping.",
+    )
+    skip = serializers.BooleanField(default=False, help_text="Skip the sample instead.")
+    seconds = serializers.FloatField(
+        required=False, allow_null=True, min_value=0, help_text="Time spent on the sample."
+    )
+
+
+class AnnotationSerializer(serializers.ModelSerializer):
+    external_id = serializers.CharField(source="sample.external_id", read_only=True)
+    annotator = serializers.CharField(source="annotator.username", read_only=True)
+    label_name = serializers.CharField(source="label.name", read_only=True, allow_null=True)
+    # A plain string in the schema: an enum named "kind" would collide with the flag kinds.
+    kind = serializers.CharField(read_only=True, help_text="'label' or 'skip'.")
+
+    class Meta:
+        model = Annotation
+        fields = [
+            "id",
+            "sample",
+            "external_id",
+            "annotator",
+            "annotator_id",
+            "kind",
+            "label",
+            "label_name",
+            "origin",
+            "seconds",
+            "revision",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class QueueCursorPagination(IdCursorPagination):
+    # What will be handed out first comes first; ties keep the queue's order.
+    ordering = ("-priority", "id")
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="Queue items, highest priority first",
+        parameters=[
+            PROJECT_PARAM,
+            OpenApiParameter(
+                "state",
+                str,
+                enum=QueueItem.State.values,
+                description="open (default) or done.",
+            ),
+            OpenApiParameter("strategy", str, description="Only items surfaced by this strategy."),
+        ],
+    ),
+    partial_update=extend_schema(
+        summary="Reprioritise an open queue item",
+        parameters=[PROJECT_PARAM, ID_PARAM],
+        request=QueueItemUpdateSerializer,
+        responses={200: QueueItemSerializer},
+    ),
+)
+class QueueViewSet(
+    ProjectScopedMixin,
+    mixins.ListModelMixin,
+    viewsets.GenericViewSet,
+):
+    """The project's work queue. Anyone in the project reads it; data scientists
+    and owners reprioritise; annotators take the next sample and submit labels."""
+
+    queryset = QueueItem.objects.none()
+    serializer_class = QueueItemSerializer
+    pagination_class = QueueCursorPagination
+    lookup_value_regex = r"\d+"
+    filter_backends = []
+
+    def get_project_queryset(self, project):
+        state = self.request.query_params.get("state", QueueItem.State.OPEN)
+        if state not in QueueItem.State.values:
+            raise ValidationError(
+                {"state": f"Unknown state '{state}': use {' or '.join(QueueItem.State.values)}."}
+            )
+        items = QueueItem.objects.filter(project=project, state=state).select_related("sample")
+        if strategy := self.request.query_params.get("strategy"):
+            items = items.filter(strategy=strategy)
+        return items
+
+    def partial_update(self, request, *args, **kwargs):
+        project = self.get_project(Capability.QUEUE)
+        item = get_object_or_404(
+            QueueItem.objects.select_related("sample"), project=project, pk=kwargs["pk"]
+        )
+        serializer = QueueItemUpdateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        if item.state != QueueItem.State.OPEN:
+            raise ValidationError(
+                {"priority": f"Queue item {item.pk} is done; only open items can be reprioritised."}
+            )
+        item = queue_item_update(item=item, by=request.user, **serializer.validated_data)
+        return Response(QueueItemSerializer(item).data)
+
+    @extend_schema(
+        summary="Take the next sample to label",
+        description="Hands you the highest-priority sample you have not answered, reserved "
+        "for you until `expires_at`. Asking again returns the same sample until you submit. "
+        "204 when nothing is left for you.",
+        parameters=[PROJECT_PARAM],
+        request=NextRequestSerializer,
+        responses={
+            200: NextSerializer,
+            204: OpenApiResponse(description="Nothing left in the queue for you."),
+        },
+    )
+    @action(detail=False, methods=["post"], url_path="next")
+    def next(self, request, *args, **kwargs):
+        project = self.get_project(Capability.LABEL)
+        serializer = NextRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        lease = queue_next(
+            project=project,
+            user=request.user,
+            exclude_item_ids=serializer.validated_data.get("exclude", []),
+        )
+        if lease is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(NextSerializer(lease).data)
+
+    @extend_schema(
+        summary="Submit a label (or a skip)",
+        description="Appends an annotation; a changed label is a new row. A label whose "
+        "lease has expired still counts.",
+        parameters=[PROJECT_PARAM],
+        request=SubmitSerializer,
+        responses={201: AnnotationSerializer},
+    )
+    @action(detail=False, methods=["post"], url_path="submit")
+    def submit(self, request, *args, **kwargs):
+        project = self.get_project(Capability.LABEL)
+        serializer = SubmitSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        sample = Sample.objects.filter(project=project, pk=data["sample"]).first()
+        if sample is None:
+            raise ValidationError(
+                {"sample": f"No sample with id {data['sample']} in this project."}
+            )
+        try:
+            annotation = annotation_submit(
+                project=project,
+                user=request.user,
+                sample=sample,
+                label=data.get("label"),
+                skip=data["skip"],
+                seconds=data.get("seconds"),
+            )
+        except AnnotationError as exc:
+            raise ValidationError({exc.field or "non_field_errors": [str(exc)]}) from exc
+        annotation.sample = sample
+        annotation.annotator = request.user
+        return Response(AnnotationSerializer(annotation).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        summary="Labels (annotations), oldest first",
+        description="Every row ever recorded: a changed label is a new row, and an "
+        "annotator's current answer is their latest row for the sample.",
+        parameters=[
+            PROJECT_PARAM,
+            OpenApiParameter("annotator", str, description="User id or username."),
+            OpenApiParameter("sample", int, description="Sample id."),
+            OpenApiParameter("label", str, description="Label class id or name."),
+            OpenApiParameter("kind", str, enum=Annotation.Kind.values),
+        ],
+    )
+)
+class LabelViewSet(ProjectScopedMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    queryset = Annotation.objects.none()
+    serializer_class = AnnotationSerializer
+    filter_backends = []
+
+    def get_project_queryset(self, project):
+        rows = Annotation.objects.filter(project=project).select_related(
+            "annotator", "label", "sample"
+        )
+        params = self.request.query_params
+        if annotator := params.get("annotator", "").strip():
+            match = Q(annotator__username=annotator)
+            if annotator.isdigit():
+                match |= Q(annotator_id=int(annotator))
+            rows = rows.filter(match)
+        if sample := params.get("sample", "").strip():
+            if not sample.isdigit():
+                raise ValidationError({"sample": f"Give a sample id (a number), not '{sample}'."})
+            rows = rows.filter(sample_id=int(sample))
+        if label := params.get("label", "").strip():
+            try:
+                rows = rows.filter(label=label_class_resolve(project=project, value=label))
+            except AnnotationError as exc:
+                raise ValidationError({"label": [str(exc)]}) from exc
+        if kind := params.get("kind", "").strip():
+            if kind not in Annotation.Kind.values:
+                raise ValidationError(
+                    {"kind": f"Unknown kind '{kind}': use {' or '.join(Annotation.Kind.values)}."}
+                )
+            rows = rows.filter(kind=kind)
+        return rows

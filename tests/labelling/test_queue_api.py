@@ -1,0 +1,280 @@
+"""Queue next / submit, labels and reprioritising over the API."""
+
+import pytest
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from labelling.models import Annotation, Lease, QueueItem
+from labelling.services.annotations import annotation_submit
+from labelling.services.queue import queue_add
+from leanml_site.models import AuditEvent
+from tests.factories import SampleFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def api(team, role_or_user=None):
+    client = APIClient()
+    if role_or_user is not None:
+        user = team.users[role_or_user] if isinstance(role_or_user, str) else role_or_user
+        client.force_authenticate(user)
+    return client
+
+
+def base(team):
+    return f"/api/v1/projects/{team.project.pk}"
+
+
+@pytest.fixture
+def queued(team):
+    samples = [SampleFactory(project=team.project, data={"text": f"review {n}"}) for n in range(3)]
+    for priority, sample in zip([1, 5, 3], samples, strict=True):
+        queue_add(
+            project=team.project,
+            sample_ids=[sample.pk],
+            priority=priority,
+            strategy="uncertainty",
+            reason=f"margin {priority}",
+            score=0.1 * priority,
+        )
+    return samples
+
+
+def test_next_hands_out_the_top_sample_with_its_reason_and_lease(team, queued):
+    client = api(team, "expert")
+    response = client.post(f"{base(team)}/queue/next/", format="json")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["sample"]["id"] == queued[1].pk
+    assert body["sample"]["data"] == {"text": "review 1"}
+    assert body["item"]["reason"] == "margin 5" and body["item"]["strategy"] == "uncertainty"
+    assert body["expires_at"]
+    lease = Lease.objects.get()
+    assert lease.pk == body["lease"] and lease.user == team.users["expert"]
+    again = client.post(f"{base(team)}/queue/next/", format="json").json()
+    assert again["lease"] == body["lease"]
+    following = client.post(
+        f"{base(team)}/queue/next/", {"exclude": [body["item"]["id"]]}, format="json"
+    ).json()
+    assert following["sample"]["id"] == queued[2].pk
+
+
+def test_next_answers_204_when_nothing_is_left(team):
+    response = api(team, "expert").post(f"{base(team)}/queue/next/")
+    assert response.status_code == 204
+    assert not Lease.objects.exists()
+
+
+def test_next_works_with_a_token(team, queued):
+    token = Token.objects.create(user=team.users["data_scientist"])
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    assert client.post(f"{base(team)}/queue/next/").status_code == 200
+
+
+def test_next_refuses_anonymous_wrong_role_and_outsiders(team, queued):
+    assert api(team).post(f"{base(team)}/queue/next/").status_code in (401, 403)
+    response = api(team, "product_manager").post(f"{base(team)}/queue/next/")
+    assert response.status_code == 403
+    assert "may not label" in response.json()["message"]
+    assert api(team, team.outsider).post(f"{base(team)}/queue/next/").status_code == 404
+    assert not Lease.objects.exists()
+
+
+def test_next_rejects_bad_exclude(team, queued):
+    response = api(team, "expert").post(
+        f"{base(team)}/queue/next/", {"exclude": ["x"]}, format="json"
+    )
+    assert response.status_code == 400
+    assert response.json()["field"] == "exclude.0"
+
+
+def test_submit_by_name_records_a_label(team, queued):
+    client = api(team, "expert")
+    client.post(f"{base(team)}/queue/next/")
+    response = client.post(
+        f"{base(team)}/queue/submit/",
+        {"sample": queued[1].pk, "label": "great", "seconds": 4.5},
+        format="json",
+    )
+    assert response.status_code == 201
+    body = response.json()
+    assert body["label_name"] == "great" and body["kind"] == "label"
+    assert body["annotator"] == "expert" and body["seconds"] == 4.5
+    annotation = Annotation.objects.get()
+    assert annotation.pk == body["id"] and annotation.label == team.classes[0]
+    assert QueueItem.objects.get(sample=queued[1]).state == "done"
+    assert not Lease.objects.exists()
+
+
+def test_submit_by_id_and_skip(team, queued):
+    client = api(team, "owner")
+    response = client.post(
+        f"{base(team)}/queue/submit/",
+        {"sample": queued[0].pk, "label": team.classes[1].pk},
+        format="json",
+    )
+    assert response.status_code == 201 and response.json()["label"] == team.classes[1].pk
+    response = client.post(
+        f"{base(team)}/queue/submit/", {"sample": queued[2].pk, "skip": True}, format="json"
+    )
+    assert response.status_code == 201
+    assert response.json()["kind"] == "skip" and response.json()["label"] is None
+    assert Annotation.objects.count() == 2
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "message"),
+    [
+        (
+            {"label": "refunds"},
+            "label",
+            "Unknown label 'refunds': this project's labels are great, other.",
+        ),
+        ({}, "label", "Choose a label (or skip the sample)."),
+        ({"label": "great", "skip": True}, "label", "Give a label or skip, not both."),
+        ({"label": "great", "seconds": -1}, "seconds", None),
+        (
+            {"label": "great", "sample": 10**9},
+            "sample",
+            "No sample with id 1000000000 in this project.",
+        ),
+        ({"label": "great", "sample": "abc"}, "sample", None),
+    ],
+)
+def test_submit_rejects_bad_input_naming_the_field(team, queued, payload, field, message):
+    payload = {"sample": queued[0].pk, **payload}
+    response = api(team, "expert").post(f"{base(team)}/queue/submit/", payload, format="json")
+    assert response.status_code == 400
+    body = response.json()
+    assert body["field"] == field
+    if message:
+        assert body["message"] == message
+    assert not Annotation.objects.exists()
+
+
+def test_submit_rejects_a_sample_of_another_project(team, queued):
+    foreign = SampleFactory(project=team.other_project)
+    response = api(team, "expert").post(
+        f"{base(team)}/queue/submit/", {"sample": foreign.pk, "label": "great"}, format="json"
+    )
+    assert response.status_code == 400 and response.json()["field"] == "sample"
+    assert not Annotation.objects.exists()
+
+
+def test_submit_refuses_anonymous_wrong_role_and_outsiders(team, queued):
+    payload = {"sample": queued[0].pk, "label": "great"}
+    url = f"{base(team)}/queue/submit/"
+    assert api(team).post(url, payload, format="json").status_code in (401, 403)
+    assert api(team, "product_manager").post(url, payload, format="json").status_code == 403
+    assert api(team, team.outsider).post(url, payload, format="json").status_code == 404
+    assert not Annotation.objects.exists()
+
+
+@pytest.fixture
+def labelled(team, queued):
+    great, other = team.classes
+    annotation_submit(
+        project=team.project, user=team.users["expert"], sample=queued[0], label=great
+    )
+    annotation_submit(
+        project=team.project, user=team.users["expert"], sample=queued[1], label=other
+    )
+    annotation_submit(project=team.project, user=team.users["owner"], sample=queued[0], label=other)
+    annotation_submit(project=team.project, user=team.users["owner"], sample=queued[2], skip=True)
+    return queued
+
+
+def test_labels_list_every_row_and_filter(team, labelled):
+    client = api(team, "product_manager")  # reading labels needs only VIEW
+    url = f"{base(team)}/labels/"
+    rows = client.get(url).json()["results"]
+    assert [(r["annotator"], r["label_name"], r["kind"]) for r in rows] == [
+        ("expert", "great", "label"),
+        ("expert", "other", "label"),
+        ("owner", "other", "label"),
+        ("owner", None, "skip"),
+    ]
+    assert len(client.get(url, {"annotator": "owner"}).json()["results"]) == 2
+    expert_id = team.users["expert"].pk
+    assert len(client.get(url, {"annotator": expert_id}).json()["results"]) == 2
+    assert len(client.get(url, {"label": "other"}).json()["results"]) == 2
+    assert len(client.get(url, {"label": team.classes[0].pk}).json()["results"]) == 1
+    assert len(client.get(url, {"sample": labelled[0].pk}).json()["results"]) == 2
+    assert len(client.get(url, {"kind": "skip"}).json()["results"]) == 1
+
+
+def test_labels_paginate_with_a_cursor(team, labelled):
+    client = api(team, "expert")
+    first = client.get(f"{base(team)}/labels/", {"page_size": 3}).json()
+    assert len(first["results"]) == 3 and "cursor=" in first["next"]
+    second = client.get(first["next"]).json()
+    assert len(second["results"]) == 1 and second["next"] is None
+
+
+def test_labels_reject_bad_filters_naming_them(team, labelled):
+    client = api(team, "expert")
+    response = client.get(f"{base(team)}/labels/", {"label": "refunds"})
+    assert response.status_code == 400
+    assert response.json()["field"] == "label"
+    assert "Unknown label 'refunds'" in response.json()["message"]
+    response = client.get(f"{base(team)}/labels/", {"sample": "x"})
+    assert response.status_code == 400 and response.json()["field"] == "sample"
+    response = client.get(f"{base(team)}/labels/", {"kind": "maybe"})
+    assert response.status_code == 400 and response.json()["field"] == "kind"
+
+
+def test_labels_are_hidden_from_anonymous_and_outsiders(team, labelled):
+    assert api(team).get(f"{base(team)}/labels/").status_code in (401, 403)
+    assert api(team, team.outsider).get(f"{base(team)}/labels/").status_code == 404
+
+
+def test_queue_lists_open_items_highest_priority_first(team, queued):
+    client = api(team, "data_scientist")
+    rows = client.get(f"{base(team)}/queue/").json()["results"]
+    assert [r["sample"] for r in rows] == [queued[1].pk, queued[2].pk, queued[0].pk]
+    assert rows[0]["reason"] == "margin 5" and rows[0]["priority"] == 5
+    annotation_submit(
+        project=team.project, user=team.users["expert"], sample=queued[1], label="great"
+    )
+    assert len(client.get(f"{base(team)}/queue/").json()["results"]) == 2
+    done = client.get(f"{base(team)}/queue/", {"state": "done"}).json()["results"]
+    assert [r["sample"] for r in done] == [queued[1].pk]
+    response = client.get(f"{base(team)}/queue/", {"state": "stuck"})
+    assert response.status_code == 400 and response.json()["field"] == "state"
+    assert api(team, team.outsider).get(f"{base(team)}/queue/").status_code == 404
+
+
+def test_a_data_scientist_reprioritises_an_item(team, queued):
+    item = QueueItem.objects.get(sample=queued[0])
+    response = api(team, "data_scientist").patch(
+        f"{base(team)}/queue/{item.pk}/", {"priority": 9, "reason": "hard case"}, format="json"
+    )
+    assert response.status_code == 200
+    assert response.json()["priority"] == 9 and response.json()["reason"] == "hard case"
+    item.refresh_from_db()
+    assert (item.priority, item.reason) == (9, "hard case")
+    assert AuditEvent.objects.filter(action="queue_item.update").count() == 1
+    # and it is handed out first now
+    next_sample = api(team, "expert").post(f"{base(team)}/queue/next/").json()["sample"]["id"]
+    assert next_sample == queued[0].pk
+
+
+def test_reprioritising_refuses_experts_outsiders_and_bad_input(team, queued):
+    item = QueueItem.objects.get(sample=queued[0])
+    url = f"{base(team)}/queue/{item.pk}/"
+    assert api(team, "expert").patch(url, {"priority": 9}, format="json").status_code == 403
+    assert api(team, team.outsider).patch(url, {"priority": 9}, format="json").status_code == 404
+    client = api(team, "owner")
+    response = client.patch(url, {"priority": "high"}, format="json")
+    assert response.status_code == 400 and response.json()["field"] == "priority"
+    response = client.patch(url, {}, format="json")
+    assert response.status_code == 400 and response.json()["field"] == "priority"
+    annotation_submit(
+        project=team.project, user=team.users["expert"], sample=queued[0], label="great"
+    )
+    response = client.patch(url, {"priority": 9}, format="json")
+    assert response.status_code == 400 and "only open items" in response.json()["message"]
+    item.refresh_from_db()
+    assert item.priority == 1
+    assert not AuditEvent.objects.filter(action="queue_item.update").exists()
