@@ -71,6 +71,9 @@ class Command(BaseCommand):
                 str(STOP_GRACE_SECONDS - 5),
                 "--access-logfile",
                 "-",
+                # Its default socket path is per user, so two servers on one
+                # machine (a test beside `make run`) would fight over it.
+                "--no-control-socket",
             ]
         }
         if not no_worker:
