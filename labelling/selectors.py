@@ -1,5 +1,6 @@
 """Named reads of the labelling app, with their query optimisation."""
 
+import re
 from dataclasses import dataclass, field
 
 from django.db.models import Count, Exists, F, Min, OuterRef, Q, TextField
@@ -25,6 +26,13 @@ EXCERPT_CHARS = 240
 SEARCHABLE_KINDS = ("text", "category")
 FLAG_ANY, FLAG_NONE = "any", "none"
 LABEL_NONE = "none"
+_BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
+
+
+def _one_line(excerpt):
+    """A preview on one line: literal <br /> tags (common in imported reviews)
+    become spaces. Still plain text; templates escape it."""
+    return _BR.sub(" ", excerpt) if isinstance(excerpt, str) else excerpt
 
 
 def _text_of(project, name):
@@ -151,6 +159,7 @@ def sample_browse(*, project, filters, after=None, before=None, limit=50) -> Sam
     for row in rows:
         row.label = labels.get(row.consensus_label_id)
         row.open_flags = open_flags.get(row.id, [])
+        row.excerpt = _one_line(row.excerpt)
     return SamplePage(
         rows=rows,
         next_after=(rows[-1].id if rows else None) if more_after else None,
@@ -190,6 +199,7 @@ def duplicate_groups(*, project, limit=50, samples_per_group=20) -> list[Duplica
     labels = {c.id: c for c in project.label_classes.all()}
     for row in rows:
         row.label = labels.get(row.consensus_label_id)
+        row.excerpt = _one_line(row.excerpt)
         group = members.setdefault(row.content_hash, [])
         if len(group) < samples_per_group:
             group.append(row)

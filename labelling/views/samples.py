@@ -49,6 +49,7 @@ class SampleFilterForm(forms.Form):
     before = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
 
     def __init__(self, *args, project, **kwargs):
+        kwargs.setdefault("label_suffix", "")
         super().__init__(*args, **kwargs)
         self.fields["label"].choices = [
             ("", "Any"),

@@ -126,6 +126,12 @@ def test_each_filter_narrows_the_list(team, project, params, expected):
     assert sorted(ids_in(response)) == sorted(expected)
 
 
+def test_flag_kinds_read_as_words_in_the_list(team, project):
+    sample_flag(sample=make(project, "a1"), by=team.users["expert"], kind="out_of_scope")
+    body = team.client("expert").get(list_url(project)).content.decode()
+    assert '<span class="pill bad">out of scope</span>' in body
+
+
 def test_a_bad_filter_value_is_a_clear_error(team, project):
     make(project, "a1")
     response = team.client("expert").get(list_url(project, label="abc"))

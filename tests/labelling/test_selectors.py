@@ -189,3 +189,9 @@ def test_history_marks_each_annotators_latest_label_and_changed_fields(project):
     ]
     assert [(r.number, r.changed) for r in history["revisions"]] == [(1, []), (2, ["review"])]
     assert history["revisions"][1].rows == [("review", "new", True), ("stars", 1, False)]
+
+
+def test_excerpt_is_one_line_of_plain_text(project):
+    SampleFactory(project=project, data={"review": "Good.<br /><br/>Would buy <BR>again"})
+    (row,) = sample_browse(project=project, filters={}).rows
+    assert row.excerpt == "Good.  Would buy  again"
