@@ -1,6 +1,7 @@
 from celery import shared_task
 
 from .models import Project
+from .services.importing import RUN_SOFT_TIME_LIMIT, RUN_TIME_LIMIT, import_job_run
 from .services.queue import queue_expire_leases
 
 
@@ -15,3 +16,16 @@ def queue_expire_leases_task(project_id=None):
         return queue_expire_leases()
     project = Project.objects.filter(pk=project_id).first()
     return queue_expire_leases(project=project) if project else 0
+
+
+@shared_task(
+    name="labelling.import_job_run",
+    acks_late=True,
+    soft_time_limit=RUN_SOFT_TIME_LIMIT,
+    time_limit=RUN_TIME_LIMIT,
+)
+def import_job_run_task(job_id):
+    """Run one queued import. The job row owns the state; running it twice is
+    safe (the second run finds the job no longer queued and returns)."""
+    job = import_job_run(job_id=job_id)
+    return {"job": job.pk, "state": job.state}
