@@ -1,7 +1,7 @@
 from django.urls import path
 
+from .views import importing, projects, review, samples
 from .views import labelling as labelling_views
-from .views import projects, review, samples
 
 app_name = "labelling"
 
@@ -66,4 +66,11 @@ urlpatterns = [
     ),
     path("projects/<int:project_pk>/agreement/", review.agreement, name="agreement"),
     # Import and export
+    path("projects/<int:project_pk>/imports/", importing.import_list, name="import_list"),
+    path(
+        "projects/<int:project_pk>/imports/<int:job_pk>/",
+        importing.import_detail,
+        name="import_detail",
+    ),
+    path("projects/<int:project_pk>/export/", importing.export, name="export"),
 ]

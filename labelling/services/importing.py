@@ -497,7 +497,8 @@ def _choices(results):
 
 def _label_studio_choice(annotations, predictions, options, row):
     """The task's label: a ground-truth annotation, else the annotators'
-    majority (a tie goes to the latest), else the best-scored prediction."""
+    strict majority (a tie is no label: it goes to the queue), else, with no
+    annotation at all, the best-scored prediction."""
     picked, ground = [], None
     for annotation in annotations if isinstance(annotations, list) else []:
         if not isinstance(annotation, dict) or annotation.get("was_cancelled"):
@@ -509,9 +510,11 @@ def _label_studio_choice(annotations, predictions, options, row):
                 ground = choices
     chosen = ground
     if chosen is None and picked:
-        counts = Counter(picked)
-        top = max(counts.values())
-        chosen = next(c for c in reversed(picked) if counts[c] == top)
+        ranked = Counter(picked).most_common(2)
+        if len(ranked) == 1 or ranked[0][1] > ranked[1][1]:
+            chosen = ranked[0][0]
+        else:
+            return None
     if chosen is None:
         scored = [
             (p.get("score") if isinstance(p.get("score"), int | float) else -math.inf, i, c)

@@ -168,7 +168,13 @@ def label_studio_tasks():
         },  # fmt: skip
         # no label at all
         {"id": 14, "data": {"text": "four"}},
-    ]
+        # a majority wins; a tie is no label (and no fallback to predictions)
+        {"id": 15, "data": {"text": "five"}, "annotations": [
+            {"result": choice("great")}, {"result": choice("other")}, {"result": choice("other")}]},
+        {"id": 16, "data": {"text": "six"}, "annotations": [
+            {"result": choice("great")}, {"result": choice("other")}],
+         "predictions": [{"result": choice("great")}]},
+    ]  # fmt: skip
 
 
 def test_label_studio_export_uses_annotations_then_predictions(team):
@@ -177,13 +183,21 @@ def test_label_studio_export_uses_annotations_then_predictions(team):
     assert job.state == "succeeded", job.error
     assert job.format == "label_studio"  # detected from the tasks' "data" objects
     by_id = samples(team.project)
-    assert set(by_id) == {"11", "12", "13", "14"}  # no id inside data: the task id
+    assert set(by_id) == {"11", "12", "13", "14", "15", "16"}  # no id in data: the task id
     labels = {
         s.external_id: s.consensus_label.name if s.consensus_label else None for s in by_id.values()
     }
-    assert labels == {"11": "great", "12": "other", "13": "great", "14": None}
+    assert labels == {
+        "11": "great",
+        "12": "other",
+        "13": "great",
+        "14": None,
+        "15": "other",
+        "16": None,
+    }
     assert by_id["11"].data == {"text": "one"}
-    assert QueueItem.objects.get(project=team.project).sample == by_id["14"]
+    queued = QueueItem.objects.filter(project=team.project).values_list("sample__external_id")
+    assert sorted(queued) == [("14",), ("16",)]
 
 
 def test_label_studio_takes_the_id_from_data_when_present(team):
