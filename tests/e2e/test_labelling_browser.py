@@ -1,0 +1,187 @@
+"""An expert labels with the keyboard only, in a real browser."""
+
+import time
+
+import pytest
+
+from labelling.models import Annotation, Lease
+from labelling.services.queue import queue_add
+from leanml_site.roles import Role
+from tests.factories import (
+    LabelClassFactory,
+    MembershipFactory,
+    ProjectFactory,
+    SampleFactory,
+    UserFactory,
+)
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+REVIEWS = [
+    "I have bought several of the Vitality canned dog food products and have found them all to "
+    "be of good quality.<br /><br />The product looks more like a stew than a processed meat and "
+    "it smells better. My Labrador is finicky and she appreciates this product better than most.",
+    "Product arrived labeled as Jumbo Salted Peanuts...the peanuts were actually small sized "
+    "unsalted. Not sure if this was an error or if the vendor intended to represent the product "
+    'as "Jumbo". <script>alert("x")</script>',
+    "This is a confection that has been around a few centuries. It is a light, pillowy citrus "
+    "gelatin with nuts - in this case Filberts.<br />And it is cut into tiny squares.",
+    "If you are looking for the secret ingredient in Robitussin I believe I have found it. "
+    "I got this in addition to the Root Beer Extract I ordered. <img src=x onerror=alert(1)>",
+    "Great taffy at a great price. There was a wide assortment of yummy taffy.",
+    "I got a wild hair for taffy and ordered this five pound bag.<br />The taffy was all very "
+    "enjoyable with many flavors: watermelon, root beer, melon, peppermint, grape, etc.",
+]
+
+CARD = "#label-stage .label-card"
+
+
+@pytest.fixture
+def reviews(db):
+    project = ProjectFactory(
+        name="Fine-food reviews",
+        overlap=1,
+        guidelines="Label the review, not the delivery. great = the reviewer would buy again.",
+        fields=[
+            {"name": "review", "kind": "text", "shown": True},
+            {"name": "product", "kind": "category", "shown": True},
+            {"name": "score", "kind": "number", "shown": False},
+        ],
+    )
+    LabelClassFactory(
+        project=project,
+        name="great",
+        hotkey="1",
+        order=0,
+        colour="#2b8a3e",
+        description="Enthusiastic: the reviewer would buy it again.",
+    )
+    LabelClassFactory(
+        project=project,
+        name="other",
+        hotkey="2",
+        order=1,
+        colour="#c92a2a",
+        description="Anything else: mixed, disappointed, off-topic.",
+    )
+    samples = [
+        SampleFactory(
+            project=project,
+            external_id=f"review-{n:03d}",
+            data={"review": REVIEWS[n % len(REVIEWS)], "product": f"B00{n:04d}", "score": 5},
+        )
+        for n in range(14)
+    ]
+    queue_add(project=project, sample_ids=[s.pk for s in samples])
+    expert = UserFactory(username="erin")
+    MembershipFactory(project=project, user=expert, role=Role.EXPERT)
+    return project, expert, samples
+
+
+def shown_sample(page):
+    return page.get_attribute(CARD, "data-sample")
+
+
+def wait_for_next(page, previous):
+    page.wait_for_function(
+        """(previous) => {
+            const card = document.querySelector('#label-stage .label-card');
+            return card && card.dataset.sample && card.dataset.sample !== previous
+                && !card.classList.contains('is-loading');
+        }""",
+        arg=previous,
+    )
+
+
+def wait_for_rows(count, timeout=10):
+    deadline = time.monotonic() + timeout
+    while Annotation.objects.count() < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return Annotation.objects.count()
+
+
+def test_an_expert_labels_ten_samples_with_the_keyboard_only(
+    reviews, page, login, live_server, screenshot_dir
+):
+    project, expert, samples = reviews
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on(
+        "response",
+        lambda r: (
+            r.status >= 400 and "favicon" not in r.url and errors.append(f"{r.status} {r.url}")
+        ),
+    )
+    login(expert)
+    page.goto(f"{live_server.url}/projects/{project.pk}/label/")
+    page.wait_for_selector(CARD + "[data-sample]")
+    # untrusted text is inert: shown as text, never run
+    assert page.locator("#label-stage script").count() == 0
+    assert page.locator("#label-stage img").count() == 0
+
+    pressed = {}
+    for n in range(10):
+        sample_pk = shown_sample(page)
+        page.wait_for_timeout(120)  # reading time, so the measured seconds are real
+        key = "1" if n % 3 else "2"
+        page.keyboard.press(key)
+        pressed[int(sample_pk)] = "great" if key == "1" else "other"
+        wait_for_next(page, sample_pk)
+        if n == 4:
+            page.wait_for_function(
+                "() => document.querySelector('#label-progress .stat').textContent.trim() === '5'"
+            )
+            box = page.locator(".label-layout").bounding_box()
+            height = min(860, box["y"] + box["height"] + 24)
+            page.screenshot(
+                path=str(screenshot_dir / "labelling.png"),
+                clip={"x": 0, "y": 0, "width": 1280, "height": height},
+            )
+
+    assert wait_for_rows(10) == 10
+    page.wait_for_timeout(300)
+    rows = list(Annotation.objects.filter(project=project).select_related("label"))
+    assert len(rows) == 10
+    assert {row.sample_id: row.label.name for row in rows} == pressed
+    assert all(row.seconds is not None and row.seconds > 0 for row in rows)
+    assert all(row.annotator == expert and row.kind == "label" for row in rows)
+    # the card on screen and the prefetched one: never more than two leases
+    assert Lease.objects.filter(user=expert).count() <= 2
+    assert errors == []
+
+
+def test_skip_undo_and_help_work_from_the_keyboard(reviews, page, login, live_server):
+    project, expert, samples = reviews
+    login(expert)
+    page.goto(f"{live_server.url}/projects/{project.pk}/label/")
+    page.wait_for_selector(CARD + "[data-sample]")
+
+    page.keyboard.press("?")
+    assert page.is_visible("#label-help")
+    page.keyboard.press("Escape")
+    assert not page.is_visible("#label-help")
+
+    first = shown_sample(page)
+    page.keyboard.press("s")
+    wait_for_next(page, first)
+    second = shown_sample(page)
+    page.wait_for_timeout(50)
+    page.keyboard.press("1")
+    wait_for_next(page, second)
+    third = shown_sample(page)
+
+    page.keyboard.press("z")  # back to the sample just labelled
+    wait_for_next(page, third)
+    assert shown_sample(page) == second
+    assert "your last answer: great" in page.inner_text(CARD)
+    page.keyboard.press("2")
+    wait_for_next(page, second)
+    assert shown_sample(page) == third  # and on to where we were
+
+    assert wait_for_rows(3) == 3
+    kinds = list(Annotation.objects.order_by("id").values_list("sample_id", "kind", "label__name"))
+    assert kinds == [
+        (int(first), "skip", None),
+        (int(second), "label", "great"),
+        (int(second), "label", "other"),
+    ]
