@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from labelling.models import Annotation, Lease
+from labelling.models import Annotation, Flag, Lease
 from labelling.services.queue import queue_add
 from leanml_site.roles import Role
 from tests.factories import (
@@ -150,7 +150,7 @@ def test_an_expert_labels_ten_samples_with_the_keyboard_only(
     assert errors == []
 
 
-def test_skip_undo_and_help_work_from_the_keyboard(reviews, page, login, live_server):
+def test_skip_undo_flag_and_help_work_from_the_keyboard(reviews, page, login, live_server):
     project, expert, samples = reviews
     login(expert)
     page.goto(f"{live_server.url}/projects/{project.pk}/label/")
@@ -185,3 +185,14 @@ def test_skip_undo_and_help_work_from_the_keyboard(reviews, page, login, live_se
         (int(second), "label", "great"),
         (int(second), "label", "other"),
     ]
+
+    # f opens the flag form; arrows pick a kind, Enter flags and moves on
+    page.keyboard.press("f")
+    page.wait_for_selector(CARD + " .label-flag[open]")
+    page.keyboard.press("ArrowDown")  # from "duplicate" to "corrupt"
+    page.keyboard.press("Enter")
+    wait_for_next(page, third)
+    assert wait_for_rows(4) == 4
+    flag = Flag.objects.get()
+    assert (flag.sample_id, flag.kind, flag.created_by) == (int(third), "corrupt", expert)
+    assert Annotation.objects.order_by("-id").values_list("kind", flat=True)[0] == "skip"
