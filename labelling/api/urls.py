@@ -1,6 +1,6 @@
 from rest_framework.routers import DefaultRouter
 
-from . import consensus, projects, queue, samples
+from . import consensus, importing, projects, queue, samples
 
 router = DefaultRouter()
 router.include_format_suffixes = False
@@ -44,6 +44,10 @@ router.register(
 )
 
 # Import jobs and export (labelling/api/importing.py)
+router.register(
+    r"projects/(?P<project_pk>\d+)/imports", importing.ImportJobViewSet, basename="import-job"
+)
+router.register(r"projects/(?P<project_pk>\d+)/export", importing.ExportViewSet, basename="export")
 
 urlpatterns = [
     *router.urls,
