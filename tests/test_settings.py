@@ -30,6 +30,8 @@ CONFIG_VARIABLES = (
     "SECURE_SSL_REDIRECT",
     "SECURE_HSTS_SECONDS",
     "PYTEST_XDIST_WORKER",
+    # Set by the browser test for Playwright's sync API; check --deploy rejects it.
+    "DJANGO_ALLOW_ASYNC_UNSAFE",
 )
 
 

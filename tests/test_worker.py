@@ -164,7 +164,10 @@ def test_serve_runs_web_and_worker_and_stops_both(tmp_path):
         assert get(f"http://127.0.0.1:{port}/static/css/leanml.css")[0] == 200
         # Its worker takes jobs (from a queue of this test's own).
         result = ping.apply_async(queue=queue)
-        assert result.get(timeout=90, interval=0.2) == "pong"
+        try:
+            assert result.get(timeout=60, interval=0.2) == "pong"
+        except Exception:
+            pytest.fail(f"serve's worker did not answer; its log:\n{log_path.read_text()}")
         assert TaskResult.objects.get(task_id=result.id).worker
     finally:
         serve.send_signal(signal.SIGTERM)
