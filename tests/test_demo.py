@@ -1,0 +1,169 @@
+"""``manage.py demo`` builds the fine-food demo once, from the installed data."""
+
+import io
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from labelling.management.commands import demo
+from labelling.models import Annotation, Membership, Project, QueueItem, Sample
+from leanml_site.models import AuditEvent
+from leanml_site.roles import Role
+
+LIMIT = 40  # rows per table: 20 labelled on import, 12 double-labelled, the rest queued
+
+
+@pytest.fixture
+def var_dir(settings, tmp_path):
+    settings.VAR_DIR = tmp_path
+    settings.DEBUG = True  # the test runner turns it off; the demo is for DEBUG runs
+    return tmp_path
+
+
+def build(*args):
+    out = io.StringIO()
+    call_command("demo", "--limit", str(LIMIT), *args, stdout=out)
+    return out.getvalue()
+
+
+def logins(var_dir):
+    rows = (line.split() for line in (var_dir / "demo_logins.txt").read_text().splitlines())
+    return {row[0]: row[1] for row in rows}
+
+
+@pytest.mark.django_db
+def test_it_builds_users_for_every_role_and_prints_their_logins(var_dir):
+    output = build("--login-url", "http://127.0.0.1:8123/login/")
+
+    project = Project.objects.get(name="Fine-food reviews")
+    roles = dict(Membership.objects.filter(project=project).values_list("user__username", "role"))
+    assert roles == {
+        "owner": Role.OWNER,
+        "expert": Role.EXPERT,
+        "expert2": Role.EXPERT,
+        "scientist": Role.DATA_SCIENTIST,
+        "pm": Role.PRODUCT_MANAGER,
+    }
+    passwords = logins(var_dir)
+    assert set(passwords) == set(roles)
+    assert len(set(passwords.values())) == 5
+    for username, password in passwords.items():
+        assert get_user_model().objects.get(username=username).check_password(password)
+        assert f"{username:<10} {password}" in output
+    assert "http://127.0.0.1:8123/login/" in output
+    assert (var_dir / "demo_logins.txt").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.django_db
+def test_it_imports_the_real_reviews_with_some_labels_and_queues_the_rest(var_dir):
+    build()
+
+    project = Project.objects.get(name="Fine-food reviews")
+    assert list(project.label_classes.values_list("name", "hotkey")) == [
+        ("great", "1"),
+        ("other", "2"),
+    ]
+    assert [f["name"] for f in project.shown_fields] == ["review", "product"]
+    assert project.overlap == 1
+    assert "great" in project.guidelines
+    samples = Sample.objects.filter(project=project)
+    assert samples.count() == 2 * LIMIT
+    assert samples.filter(external_id__startswith="train-").count() == LIMIT
+    first = samples.get(external_id="train-1")
+    assert first.data["review"].startswith("this stuff is  not stuffing")
+    assert first.data["product"] == "B000J0LSBG"
+
+    imported = Annotation.objects.filter(project=project, origin=Annotation.Origin.IMPORT)
+    assert imported.count() == LIMIT // 2
+    assert set(imported.values_list("annotator__username", flat=True)) == {"scientist"}
+    assert first.consensus_label.name == "other"  # the dataset's score for row 1
+
+    open_items = QueueItem.objects.filter(project=project, state=QueueItem.State.OPEN)
+    # 20 unlabelled training rows minus 12 double-labelled, plus every test row.
+    assert open_items.count() == (LIMIT // 2 - demo.DOUBLE_LABELLED_ROWS) + LIMIT
+    assert set(open_items.values_list("reason", flat=True)) == {"Imported"}
+    assert not open_items.filter(sample__annotations__isnull=False).exists()
+
+
+@pytest.mark.django_db
+def test_two_experts_disagree_on_a_few_samples_for_review(var_dir):
+    build()
+
+    project = Project.objects.get(name="Fine-food reviews")
+    human = Annotation.objects.filter(project=project, origin=Annotation.Origin.HUMAN)
+    assert human.count() == 2 * demo.DOUBLE_LABELLED_ROWS
+    assert set(human.values_list("annotator__username", flat=True)) == {"expert", "expert2"}
+    assert not human.filter(seconds__isnull=True).exists()
+    states = Sample.objects.filter(project=project, annotations__origin="human").distinct()
+    assert states.filter(consensus_state=Sample.Consensus.DISPUTED).count() == len(
+        demo.DISAGREEMENTS
+    )
+    assert states.filter(consensus_state=Sample.Consensus.AGREED).count() == (
+        demo.DOUBLE_LABELLED_ROWS - len(demo.DISAGREEMENTS)
+    )
+
+
+@pytest.mark.django_db
+def test_a_second_run_changes_nothing_and_prints_the_same_logins(var_dir):
+    build()
+    before = logins(var_dir)
+    counts = (Project.objects.count(), Sample.objects.count(), Annotation.objects.count())
+
+    output = build()
+
+    assert "already there" in output
+    assert logins(var_dir) == before
+    assert before["expert"] in output
+    assert (Project.objects.count(), Sample.objects.count(), Annotation.objects.count()) == counts
+
+
+@pytest.mark.django_db
+def test_reset_rebuilds_with_new_passwords_and_records_it(var_dir):
+    build()
+    old = logins(var_dir)
+    old_project = Project.objects.get(name="Fine-food reviews")
+
+    build("--reset")
+
+    project = Project.objects.get(name="Fine-food reviews")
+    assert project.pk != old_project.pk
+    assert Sample.objects.filter(project=project).count() == 2 * LIMIT
+    assert not Sample.objects.filter(project_id=old_project.pk).exists()
+    new = logins(var_dir)
+    assert new["owner"] != old["owner"]
+    assert get_user_model().objects.get(username="owner").check_password(new["owner"])
+    assert AuditEvent.objects.filter(action="demo.reset").count() == 1
+
+
+@pytest.mark.django_db
+def test_reset_leaves_a_teams_own_project_of_the_same_name_alone(var_dir, team):
+    team.project.name = "Fine-food reviews"
+    team.project.save()
+
+    build("--reset")
+
+    assert Project.objects.filter(pk=team.project.pk).exists()
+    assert Project.objects.filter(name="Fine-food reviews").count() == 2
+
+
+@pytest.mark.django_db
+def test_lost_logins_get_new_passwords_instead_of_none(var_dir):
+    build()
+    (var_dir / "demo_logins.txt").unlink()
+
+    build()
+
+    passwords = logins(var_dir)
+    assert get_user_model().objects.get(username="pm").check_password(passwords["pm"])
+
+
+@pytest.mark.django_db
+def test_it_refuses_to_run_on_production_settings(var_dir, settings):
+    settings.DEBUG = False
+
+    with pytest.raises(CommandError, match="--force"):
+        build()
+
+    assert not Project.objects.exists()
