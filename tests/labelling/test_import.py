@@ -7,6 +7,7 @@ import pytest
 from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
+from django.db import connection
 
 from labelling.models import (
     Annotation,
@@ -22,6 +23,9 @@ from labelling.services.importing import (
     import_job_progress,
     import_job_run,
     import_path,
+    jobs,
+    preparing,
+    reading,
 )
 from leanml_site.models import AuditEvent
 from ml.hashing import canonical_json, content_hash, split_for
@@ -236,9 +240,27 @@ def test_first_import_sets_the_project_fields_from_the_columns(team):
     ],
 )
 def test_the_stored_text_and_hash_match_ml_hashing(data):
-    text = importing._canonical_json(data)
+    text = preparing.fast_canonical_json(data)
     assert text == canonical_json(data)
-    assert importing._hash_text(text) == content_hash(data)
+    assert preparing.hash_text(text) == content_hash(data)
+
+
+@pytest.mark.parametrize("vendor_path", ["write_new_postgres", "write_new_portable"])
+def test_each_database_takes_its_own_write_path(team, monkeypatch, vendor_path):
+    expected = "write_new_postgres" if connection.vendor == "postgresql" else "write_new_portable"
+    calls = []
+    original = getattr(jobs, vendor_path)
+
+    def spy(*args, **kwargs):
+        calls.append(vendor_path)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, vendor_path, spy)
+    job = run(team, "a.csv", "id,text,label\n1,x,great\n2,y,\n", label_column="label")
+
+    assert job.state == "succeeded", job.error
+    assert calls == ([vendor_path] if vendor_path == expected else [])
+    assert state(team.project) == (2, 1, 1, 0)
 
 
 # --- Bad input: a clear location, and nothing written ------------------------------
@@ -347,7 +369,7 @@ def test_csv_rows_are_named_as_data_rows_and_spreadsheet_rows(team):
 
 
 def test_a_bad_row_after_many_good_chunks_still_writes_nothing(team, monkeypatch):
-    monkeypatch.setattr(importing, "CHUNK_ROWS", 10)
+    monkeypatch.setattr(reading, "CHUNK_ROWS", 10)
     lines = [f"{i},text {i}" for i in range(1, 96)] + ["96,"]
     job = run(team, "a.csv", "id,text\n" + "\n".join(lines) + "\n")
 
@@ -530,7 +552,7 @@ def test_progress_while_writing_comes_from_the_cache(team):
         message="Writing 10 samples",
     )
     assert import_job_progress(job) == (0.6, "Writing 10 samples")
-    cache.set(importing._progress_key(job.pk), (0.8, "Writing 10 samples"))
+    cache.set(jobs.progress_key(job.pk), (0.8, "Writing 10 samples"))
     assert import_job_progress(job) == (0.8, "Writing 10 samples")
     job.state = "succeeded"
     assert import_job_progress(job) == (0.6, "Writing 10 samples")
@@ -540,7 +562,7 @@ def test_a_failed_write_rolls_everything_back(team, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(importing, "_write_updates", boom)
+    monkeypatch.setattr(jobs, "write_updates", boom)
     job = run(team, "a.csv", "id,text,label\n1,x,great\n2,y,\n", label_column="label")
 
     assert job.state == "failed"

@@ -6,7 +6,7 @@ from django.test import Client
 from django.urls import reverse
 
 from labelling.models import ImportJob, Sample
-from labelling.services.importing import _progress_key
+from labelling.services.importing.jobs import progress_key
 from tests.factories import SampleFactory
 
 pytestmark = pytest.mark.django_db
@@ -143,7 +143,7 @@ def test_a_running_job_polls_and_shows_cached_progress(team, settings):
     )
     from django.core.cache import cache
 
-    cache.set(_progress_key(job.pk), (0.75, "Writing 1,000,000 samples"))
+    cache.set(progress_key(job.pk), (0.75, "Writing 1,000,000 samples"))
     detail = reverse("labelling:import_detail", args=[team.project.pk, job.pk])
 
     page = team.client("expert").get(detail).content.decode()  # VIEW is enough to watch

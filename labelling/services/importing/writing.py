@@ -1,0 +1,216 @@
+"""Phase 2 of an import: write the prepared rows in the caller's transaction."""
+
+from django.db import connection
+from django.db.models import Max
+
+from leanml_site.audit import audit_record
+
+from ...models import (
+    Annotation,
+    Project,
+    QueueItem,
+    Sample,
+    SampleRevision,
+    validate_field_config,
+)
+from ..consensus import consensus_refresh
+from ..queue import queue_add
+from .preparing import BATCH, PostgresStage
+
+
+def _table(model):
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _columns(model, *names):
+    return ", ".join(connection.ops.quote_name(model._meta.get_field(n).column) for n in names)
+
+
+def _insert_from_stage(cursor, model, columns, select, where, params):
+    # Identifiers come from model metadata and constants; values are parameters.
+    cursor.execute(
+        f"INSERT INTO {_table(model)} ({_columns(model, *columns)}) SELECT {select} FROM {PostgresStage.table} WHERE {where}",  # noqa: S608
+        params,
+    )
+    return cursor.rowcount
+
+
+def write_new_postgres(project, by, stage, now, report):
+    """Samples, their queue items and imported labels, set-based.
+
+    The queue rows are what ``queue_add`` writes for a sample with no open item
+    (these samples are new, so none has one), in one statement instead of a
+    Python object per sample.
+    """
+    counts = {"queued": 0, "labels": 0}
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT min(id), max(id) FROM {stage.table}")  # noqa: S608
+        low, high = cursor.fetchone()
+        if low is None:
+            return counts
+        step = max((high - low + 1) // 10, BATCH)
+        for slice_start in range(low, high + 1, step):
+            bounds = [slice_start, slice_start + step - 1]
+            _insert_from_stage(
+                cursor,
+                Sample,
+                ("id", "project", "external_id", "data", "content_hash", "revision", "source")
+                + ("split", "status", "consensus_state", "consensus_label", "created_at"),
+                "id, %s, external_id, data::jsonb, content_hash, 0, %s, split, %s, "
+                "consensus_state, consensus_label_id, %s",
+                "id BETWEEN %s AND %s",
+                [project.pk, Sample.Source.IMPORT, Sample.Status.ACTIVE, now, *bounds],
+            )
+            counts["queued"] += _insert_from_stage(
+                cursor,
+                QueueItem,
+                ("project", "sample", "priority", "strategy", "score", "reason", "state")
+                + ("claims", "labels_done", "created_at"),
+                "%s, id, 0, %s, NULL, %s, %s, 0, 0, %s",
+                "label_id IS NULL AND id BETWEEN %s AND %s",
+                [project.pk, "imported", "Imported", QueueItem.State.OPEN, now, *bounds],
+            )
+            counts["labels"] += _insert_from_stage(
+                cursor,
+                Annotation,
+                ("project", "sample", "annotator", "kind", "label", "origin", "seconds")
+                + ("revision", "created_at"),
+                "%s, id, %s, %s, label_id, %s, NULL, 0, %s",
+                "label_id IS NOT NULL AND id BETWEEN %s AND %s",
+                [project.pk, by.pk, Annotation.Kind.LABEL, Annotation.Origin.IMPORT, now, *bounds],
+            )
+            report(0.6 + 0.35 * min((slice_start + step - low) / (high - low + 1), 1), None)
+    return counts
+
+
+def write_new_portable(project, by, spool, now, report):
+    counts = {"queued": 0, "labels": 0}
+    done = 0
+    for rows in spool:
+        samples = [
+            Sample(
+                project=project,
+                external_id=external_id,
+                data=data,
+                content_hash=digest,
+                split=split,
+                consensus_state=state,
+                consensus_label_id=consensus_label,
+                source=Sample.Source.IMPORT,
+            )
+            for external_id, data, digest, split, state, consensus_label, _label in rows
+        ]
+        Sample.objects.bulk_create(samples, batch_size=BATCH)
+        labels = [row[6] for row in rows]
+        unlabelled = [s.pk for s, label in zip(samples, labels, strict=True) if label is None]
+        counts["queued"] += queue_add(
+            project=project,
+            sample_ids=unlabelled,
+            priority=0,
+            strategy="imported",
+            reason="Imported",
+        )
+        annotations = [
+            Annotation(
+                project=project,
+                sample_id=s.pk,
+                annotator=by,
+                kind=Annotation.Kind.LABEL,
+                label_id=label,
+                origin=Annotation.Origin.IMPORT,
+            )
+            for s, label in zip(samples, labels, strict=True)
+            if label is not None
+        ]
+        Annotation.objects.bulk_create(annotations, batch_size=BATCH)
+        counts["labels"] += len(annotations)
+        done += len(rows)
+        report(0.6 + 0.35 * done / max(spool.count, 1), None)
+    return counts
+
+
+def write_updates(project, by, updates, job_note):
+    """Existing samples under the "update" policy: changed data becomes a new
+    revision (the original kept as revision 1, as cleaning does); a label that
+    differs from the importer's current one is appended."""
+    labelled, refresh = 0, []
+    for rows in updates:
+        by_pk = {row[0]: row for row in rows}
+        samples = list(
+            Sample.objects.select_for_update().filter(project=project, pk__in=list(by_pk))
+        )
+        current = dict(
+            Annotation.objects.filter(sample_id__in=list(by_pk), annotator=by)
+            .values("sample_id")
+            .annotate(latest=Max("id"))
+            .values_list("sample_id", "latest")
+        )
+        current_labels = dict(
+            Annotation.objects.filter(id__in=list(current.values())).values_list(
+                "sample_id", "label_id"
+            )
+        )
+        revisions, changed, annotations = [], [], []
+        for sample in samples:
+            _pk, data, digest, label_id, data_changed = by_pk[sample.pk]
+            if data_changed and digest != sample.content_hash:
+                if sample.revision == 0:
+                    revisions.append(
+                        SampleRevision(
+                            sample=sample,
+                            number=1,
+                            data=sample.data,
+                            content_hash=sample.content_hash,
+                            note="as imported",
+                        )
+                    )
+                    sample.revision = 1
+                sample.revision += 1
+                revisions.append(
+                    SampleRevision(
+                        sample=sample,
+                        number=sample.revision,
+                        data=data,
+                        content_hash=digest,
+                        author=by,
+                        note=job_note,
+                    )
+                )
+                sample.data, sample.content_hash = data, digest
+                changed.append(sample)
+            if label_id is not None and current_labels.get(sample.pk) != label_id:
+                annotations.append(
+                    Annotation(
+                        project=project,
+                        sample=sample,
+                        annotator=by,
+                        kind=Annotation.Kind.LABEL,
+                        label_id=label_id,
+                        origin=Annotation.Origin.IMPORT,
+                        revision=sample.revision,
+                    )
+                )
+                refresh.append(sample.pk)
+        SampleRevision.objects.bulk_create(revisions, batch_size=BATCH)
+        Sample.objects.bulk_update(changed, ["data", "content_hash", "revision"], batch_size=1000)
+        Annotation.objects.bulk_create(annotations, batch_size=BATCH)
+        labelled += len(annotations)
+    if refresh:
+        consensus_refresh(project=project, sample_ids=refresh)
+    return labelled
+
+
+def project_fields_set(project, by, fields):
+    # Only ``fields`` changes, so only it is validated: a project whose
+    # creator was deleted (created_by NULL) would fail a full_clean().
+    validate_field_config(fields)
+    Project.objects.filter(pk=project.pk).update(fields=fields)
+    audit_record(
+        actor=by,
+        project=project,
+        action="project.update",
+        target=project,
+        before={"fields": project.fields},
+        after={"fields": fields, "reason": "set from the first import's columns"},
+    )
+    project.fields = fields
