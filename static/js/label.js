@@ -90,10 +90,24 @@
   }
 
   function enqueue(task) {
-    chain = chain.then(task).catch((error) => {
-      say(String(error.message || error) + " Reload the page to continue.");
+    chain = chain.then(task).catch(async (error) => {
+      say(String(error.message || error));
+      // Never leave the annotator on the loading card: ask for a fresh one.
+      if (waiting) {
+        try {
+          await refill();
+        } catch (again) {
+          say(`${error.message || error} Reload the page to continue.`);
+        }
+      }
     });
     return chain;
+  }
+
+  async function refill() {
+    const next = new URLSearchParams();
+    heldItems().forEach((id) => next.append("exclude", id));
+    absorb(await (await send("GET", `${urls.card}?${next}`)).text());
   }
 
   async function send(method, url, body) {
@@ -267,11 +281,5 @@
   });
 
   // Fetch the card after the one on screen.
-  if (isReal(current) && !current.dataset.relabel) {
-    enqueue(async () => {
-      const next = new URLSearchParams();
-      heldItems().forEach((id) => next.append("exclude", id));
-      absorb(await (await send("GET", `${urls.card}?${next}`)).text());
-    });
-  }
+  if (isReal(current) && !current.dataset.relabel) enqueue(refill);
 })();

@@ -22,25 +22,36 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
 PASSWORD = "pw-for-tests-1"  # what tests.factories.UserFactory sets
 
-# Playwright's sync API keeps an asyncio loop in this thread; Django would
-# otherwise refuse ORM calls made from the test body.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """One Chromium per test module.
+
+    While Playwright runs, its asyncio loop counts as running in this thread,
+    so Django would refuse ORM calls from tests and fixtures; the switch that
+    allows them is set only for that time (module scope: a later test that
+    starts ``manage.py check --deploy`` must not inherit it).
+    """
     if not Path(CHROMIUM).exists():
         pytest.skip(
             f"{CHROMIUM} is missing: install Debian's chromium package to run browser tests"
         )
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        yield browser
-        browser.close()
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
+            yield browser
+            browser.close()
+    finally:
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @pytest.fixture
