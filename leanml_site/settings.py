@@ -122,7 +122,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # busy timeout makes a writer wait instead of failing with "database is
     # locked", and IMMEDIATE transactions take the write lock up front so two
     # transactions never deadlock upgrading from read to write.
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 30,
         "transaction_mode": "IMMEDIATE",
