@@ -160,14 +160,18 @@ def _import(job, path, report):
 @contextlib.contextmanager
 def _local_path(job):
     try:
-        yield job.file.path
+        path = job.file.path
     except NotImplementedError:
-        # Remote storage: pandas wants a local file to read twice over.
-        with tempfile.NamedTemporaryFile(suffix=Path(job.original_name).suffix) as tmp:
-            with job.file.open("rb") as source:
-                shutil.copyfileobj(source, tmp)
-            tmp.flush()
-            yield tmp.name
+        path = None  # remote storage
+    if path is not None:
+        yield path
+        return
+    # pandas wants a local file it can read more than once.
+    with tempfile.NamedTemporaryFile(suffix=Path(job.original_name).suffix) as tmp:
+        with job.file.open("rb") as source:
+            shutil.copyfileobj(source, tmp)
+        tmp.flush()
+        yield tmp.name
 
 
 def _claim(job_id):
