@@ -64,9 +64,8 @@ def import_list(request, project_pk):
                 id_column=data["id_column"],
                 label_column=data["label_column"],
             )
-            if job.state == ImportJob.State.FAILED:
-                messages.error(request, "Nothing was imported: the file has a problem.")
-            elif job.state == ImportJob.State.SUCCEEDED:
+            # A failed job's page says what is wrong and where; no banner needed.
+            if job.state == ImportJob.State.SUCCEEDED:
                 messages.success(request, job.message)
             return redirect(job)
     jobs = ImportJob.objects.filter(project=project).select_related("created_by")[:50]
