@@ -35,6 +35,7 @@ def get_project_for_user(user, pk, *, capability=Capability.VIEW) -> Project:
         )
     project = membership.project
     project.role = membership.role
+    project.role_label = membership.get_role_display()
     return project
 
 

@@ -203,6 +203,12 @@ CELERY_TASK_SOFT_TIME_LIMIT = 1800
 CELERY_TASK_TIME_LIMIT = 1900
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Beat copies these into its database schedule at start; more can be added in the admin.
+CELERY_BEAT_SCHEDULE = {
+    # "next sample" also frees expired leases, but a queue nobody is working
+    # would otherwise keep abandoned samples reserved.
+    "expire-abandoned-leases": {"task": "labelling.queue_expire_leases", "schedule": 60.0},
+}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 

@@ -1,6 +1,7 @@
 """Projects, label classes and members."""
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.exceptions import ValidationError
@@ -86,8 +87,8 @@ class ProjectViewSet(
             serializer.instance = project_create(
                 by=self.request.user, label_classes=classes, **data
             )
-        except Exception as exc:  # full_clean's ValidationError, as JSON
-            raise ValidationError(getattr(exc, "message_dict", str(exc))) from exc
+        except DjangoValidationError as exc:
+            raise ValidationError(exc.message_dict) from exc
         serializer.instance.role = Role.OWNER
 
     def perform_update(self, serializer):
@@ -101,7 +102,10 @@ class ProjectViewSet(
             raise ValidationError(
                 {"holdout_fraction": "The split is fixed when a project is created."}
             )
-        project_update(project=serializer.instance, by=self.request.user, **data)
+        try:
+            project_update(project=serializer.instance, by=self.request.user, **data)
+        except DjangoValidationError as exc:
+            raise ValidationError(exc.message_dict) from exc
 
 
 class LabelClassViewSet(
@@ -134,8 +138,6 @@ class LabelClassViewSet(
 
 
 def _save_or_400(label_class, user):
-    from django.core.exceptions import ValidationError as DjangoValidationError
-
     try:
         return label_class_save(label_class=label_class, by=user)
     except DjangoValidationError as exc:

@@ -1,0 +1,16 @@
+from django.conf import settings
+
+from leanml_site.celery import app
+
+
+def test_every_scheduled_task_exists():
+    app.loader.import_default_modules()
+    scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert scheduled
+    assert scheduled <= set(app.tasks)
+
+
+def test_abandoned_leases_are_expired_every_minute():
+    entry = settings.CELERY_BEAT_SCHEDULE["expire-abandoned-leases"]
+    assert entry["task"] == "labelling.queue_expire_leases"
+    assert entry["schedule"] <= 60

@@ -1,0 +1,205 @@
+"""Every page and API endpoint × every role, an outsider and an anonymous visitor.
+
+What each endpoint needs is written here from the role table in DESIGN.md,
+independently of the code, so a view that checks the wrong capability (or
+none) fails: members lacking it get 403, non-members get 404 (nothing leaks
+about other projects), anonymous visitors go to the login page (pages) or get
+401/403 (API), and members holding it never see 403/404/500.
+"""
+
+import pytest
+from django.urls import reverse
+
+from labelling.models import Flag, ImportJob, Membership, QueueItem
+from leanml_site.roles import CAPABILITIES, Capability
+
+from .factories import SampleFactory
+
+pytestmark = pytest.mark.django_db
+
+ROLES = ["expert", "data_scientist", "product_manager", "owner"]
+V, L, C, A, IMP, E, Q, M, AU = (
+    Capability.VIEW,
+    Capability.LABEL,
+    Capability.CLEAN,
+    Capability.ADJUDICATE,
+    Capability.IMPORT,
+    Capability.EXPORT,
+    Capability.QUEUE,
+    Capability.MANAGE,
+    Capability.AUDIT,
+)
+
+
+@pytest.fixture
+def world(team):
+    project = team.project
+    sample = SampleFactory(project=project)
+    flagged = SampleFactory(project=project)
+    item = QueueItem.objects.create(project=project, sample=sample)
+    flag = Flag.objects.create(sample=flagged, kind="corrupt", created_by=team.users["owner"])
+    job = ImportJob.objects.create(
+        project=project,
+        created_by=team.users["owner"],
+        original_name="x.csv",
+        format="csv",
+        state="succeeded",
+    )
+    membership = Membership.objects.get(project=project, user=team.users["expert"])
+    return {
+        "p": project.pk,
+        "s": sample.pk,
+        "fs": flagged.pk,
+        "item": item.pk,
+        "flag": flag.pk,
+        "job": job.pk,
+        "m": membership.pk,
+        "label": team.classes[0].pk,
+    }
+
+
+# (method, url name, kwargs keys, capability, POST data)
+PAGES = [
+    ("get", "labelling:project_detail", ["p"], V, None),
+    ("get", "labelling:project_settings", ["p"], M, None),
+    ("post", "labelling:project_settings", ["p"], M, {}),
+    ("get", "labelling:members", ["p"], V, None),
+    ("post", "labelling:members", ["p"], M, {"username": "nobody", "role": "expert"}),
+    ("post", "labelling:member_remove", ["p", "m"], M, {}),
+    ("get", "labelling:audit", ["p"], AU, None),
+    ("get", "labelling:label", ["p"], L, None),
+    ("get", "labelling:label_card", ["p"], L, None),
+    ("post", "labelling:label_submit", ["p"], L, {"sample": "{s}", "label": "great"}),
+    ("post", "labelling:label_release", ["p"], L, {}),
+    ("get", "labelling:sample_list", ["p"], V, None),
+    ("get", "labelling:sample_detail", ["p", "s"], V, None),
+    ("post", "labelling:sample_revise", ["p", "s"], C, {}),
+    ("post", "labelling:sample_flag", ["p", "s"], C, {}),
+    ("post", "labelling:flag_resolve", ["p", "fs", "flag"], C, {}),
+    ("get", "labelling:duplicates", ["p"], V, None),
+    ("post", "labelling:duplicates_merge", ["p"], C, {}),
+    ("get", "labelling:review", ["p"], V, None),
+    ("post", "labelling:adjudicate", ["p", "s"], A, {}),
+    ("get", "labelling:agreement", ["p"], V, None),
+    ("get", "labelling:import_list", ["p"], V, None),
+    ("post", "labelling:import_list", ["p"], IMP, {}),
+    ("get", "labelling:import_detail", ["p", "job"], V, None),
+    ("get", "labelling:export", ["p"], E, None),
+]
+
+API = [
+    ("get", "/api/v1/projects/{p}/", V, None),
+    ("patch", "/api/v1/projects/{p}/", M, {"description": "x"}),
+    ("get", "/api/v1/projects/{p}/label-classes/", V, None),
+    ("post", "/api/v1/projects/{p}/label-classes/", M, {"name": "new", "hotkey": "7"}),
+    ("get", "/api/v1/projects/{p}/members/", V, None),
+    ("post", "/api/v1/projects/{p}/members/", M, {"username": "nobody", "role": "expert"}),
+    ("delete", "/api/v1/projects/{p}/members/{m}/", M, None),
+    ("get", "/api/v1/projects/{p}/samples/", V, None),
+    ("get", "/api/v1/projects/{p}/samples/{s}/", V, None),
+    ("get", "/api/v1/projects/{p}/samples/{s}/revisions/", V, None),
+    ("post", "/api/v1/projects/{p}/samples/{s}/revisions/", C, {"changes": {"text": "fixed"}}),
+    ("get", "/api/v1/projects/{p}/samples/{s}/flags/", V, None),
+    ("post", "/api/v1/projects/{p}/samples/{s}/flags/", C, {"kind": "ambiguous"}),
+    ("post", "/api/v1/projects/{p}/samples/{fs}/flags/{flag}/resolve/", C, {"resolution": "ok"}),
+    ("get", "/api/v1/projects/{p}/queue/", V, None),
+    ("patch", "/api/v1/projects/{p}/queue/{item}/", Q, {"priority": 5}),
+    ("post", "/api/v1/projects/{p}/queue/next/", L, {}),
+    ("post", "/api/v1/projects/{p}/queue/submit/", L, {"sample": "{s}", "label": "great"}),
+    ("get", "/api/v1/projects/{p}/labels/", V, None),
+    ("get", "/api/v1/projects/{p}/consensus/", V, None),
+    ("post", "/api/v1/projects/{p}/samples/{s}/adjudicate/", A, {"label": "great"}),
+    ("get", "/api/v1/projects/{p}/agreement/", V, None),
+    ("get", "/api/v1/projects/{p}/imports/", V, None),
+    ("post", "/api/v1/projects/{p}/imports/", IMP, {}),
+    ("get", "/api/v1/projects/{p}/imports/{job}/", V, None),
+    ("get", "/api/v1/projects/{p}/export/?format=csv", E, None),
+]
+
+
+def _expect_allowed(response):
+    assert response.status_code not in (401, 403, 404, 405) and response.status_code < 500, (
+        response.status_code
+    )
+
+
+def _page_request(client, method, name, keys, data, world):
+    kwargs = {arg: world[key] for arg, key in zip(_url_kwargs(keys), keys, strict=True)}
+    url = reverse(name, kwargs=kwargs)
+    return client.post(url, _fill(data, world)) if method == "post" else client.get(url)
+
+
+def _url_kwargs(keys):
+    names = {
+        "p": "project_pk",
+        "s": "sample_pk",
+        "fs": "sample_pk",
+        "m": "membership_pk",
+        "flag": "flag_pk",
+        "job": "job_pk",
+    }
+    return [names[k] for k in keys]
+
+
+@pytest.mark.parametrize("who", [*ROLES, "outsider", "anonymous"])
+@pytest.mark.parametrize(("method", "name", "keys", "capability", "data"), PAGES)
+def test_page_access(team, world, who, method, name, keys, capability, data):
+    from django.test import Client
+
+    client = (
+        Client() if who == "anonymous" else team.client(team.outsider if who == "outsider" else who)
+    )
+    response = _page_request(client, method, name, keys, data, world)
+    if who == "anonymous":
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("login"))
+    elif who == "outsider":
+        assert response.status_code == 404
+    elif who in CAPABILITIES[capability]:
+        _expect_allowed(response)
+    else:
+        assert response.status_code == 403
+
+
+def _fill(value, world):
+    if isinstance(value, str):
+        return value.format(**world)
+    if isinstance(value, dict):
+        return {k: _fill(v, world) for k, v in value.items()}
+    return value
+
+
+@pytest.mark.parametrize("who", [*ROLES, "outsider", "anonymous"])
+@pytest.mark.parametrize(("method", "path", "capability", "data"), API)
+def test_api_access(team, world, who, method, path, capability, data):
+    from django.test import Client
+
+    client = (
+        Client() if who == "anonymous" else team.client(team.outsider if who == "outsider" else who)
+    )
+    url = path.format(**world)
+    payload = _fill(data, world)
+    if payload is not None and method != "get":
+        if payload and "sample" in payload:
+            payload["sample"] = int(payload["sample"])
+        response = getattr(client, method)(url, payload, content_type="application/json")
+    else:
+        response = getattr(client, method)(url)
+    if who == "anonymous":
+        assert response.status_code in (401, 403)
+    elif who == "outsider":
+        assert response.status_code == 404
+    elif who in CAPABILITIES[capability]:
+        _expect_allowed(response)
+    else:
+        assert response.status_code == 403
+    if response.status_code >= 400 and response.get("Content-Type", "").startswith(
+        "application/json"
+    ):
+        assert "message" in response.json()
+
+
+def test_api_project_list_shows_nothing_of_other_projects(team, world):
+    response = team.client(team.outsider).get("/api/v1/projects/")
+    names = [p["name"] for p in response.json()["results"]]
+    assert names == ["Someone else's"]
