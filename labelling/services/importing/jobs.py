@@ -5,6 +5,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -76,6 +77,21 @@ def _summary(counts):
     return shorten(text, 255)
 
 
+def _tune_import_transaction():
+    """Settings for this import's transaction only (SET LOCAL ends with it).
+
+    synchronous_commit off: COMMIT returns without waiting for its WAL to
+    reach the disk. A server crash in that moment (under a second) loses the
+    whole import, never half of it: replay applies a transaction entirely or
+    not at all, and the database stays consistent. The job is marked
+    succeeded afterwards by an ordinary (synchronous) commit, whose flush
+    takes the import's earlier WAL with it, so a job that reads "succeeded"
+    was never lost. Other transactions keep the server's setting.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL synchronous_commit = off")
+
+
 def _import(job, path, report):
     """Both phases for one job; returns the counts or raises ImportFileError."""
     project = Project.objects.get(pk=job.project_id)
@@ -104,13 +120,17 @@ def _import(job, path, report):
     new_rows = PostgresStage() if connection.vendor == "postgresql" else Spool()
     updates = Spool()
     try:
+        started = time.monotonic()
         prepare(project, path, options, plan, new_rows, updates, report)
+        checked = time.monotonic()
         total = plan.created + plan.to_update
         report(0.6, f"Writing {total:,} samples")
         report.in_transaction = True
         now = timezone.now()
         try:
             with transaction.atomic():
+                if connection.vendor == "postgresql":
+                    _tune_import_transaction()
                 # One import at a time per project: the second waits here and
                 # then finds the first one's ids (IntegrityError below).
                 project = Project.objects.select_for_update().get(pk=project.pk)
@@ -141,6 +161,13 @@ def _import(job, path, report):
                     target=job,
                     after={"file": job.original_name, **counts},
                 )
+            logger.info(
+                "import %s: %s rows read and checked in %.1f s, written and committed in %.1f s",
+                job.pk,
+                plan.rows,
+                checked - started,
+                time.monotonic() - checked,
+            )
         except IntegrityError as exc:
             logger.warning("import %s lost a race: %s", job.pk, exc)
             raise options.error(
