@@ -37,6 +37,18 @@ def decide(labels: list[int], *, overlap: int, adjudication=None) -> tuple[str, 
     return C.MAJORITY, top_label
 
 
+def consensus_of(answers, *, overlap, adjudication=None) -> tuple[str, int | None]:
+    """(state, label id) of one sample from its annotation rows in id order,
+    as ``(annotator_id, label_id)`` pairs (a skip has no label id): the
+    latest row per annotator is their answer. For a caller that has the rows
+    already (a label submit reads them under the sample's lock)."""
+    latest = {}
+    for annotator_id, label_id in answers:
+        latest[annotator_id] = label_id
+    labels = [label_id for label_id in latest.values() if label_id is not None]
+    return decide(labels, overlap=overlap, adjudication=adjudication)
+
+
 def current_labels(sample_ids) -> dict[int, list[int]]:
     """Each sample's current label ids, one per annotator (their latest row;
     a latest skip means they have no label)."""

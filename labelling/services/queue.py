@@ -7,21 +7,27 @@ answer on the sample is a label, and ``labels_done`` = the latter alone. The
 never exceeded by the queue (a label that arrives after its lease expired is
 still kept and may push ``claims`` past the overlap: no label is ever lost).
 
-Lock order, to stay free of deadlocks on PostgreSQL: lease rows first, then the
-queue item row (then, where needed, the sample row).
+Locks, to stay free of deadlocks on PostgreSQL:
+- Whatever may *wait* for lease and queue item rows of a sample takes the
+  sample row first (``annotation_submit``, ``lease_release``, adjudication),
+  so those run one after another per sample.
+- "Next" and the expiry sweep never wait: they lock queue items (and leases)
+  with SKIP LOCKED and pass over rows someone else holds.
 """
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q, Value
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from leanml_site.audit import audit_record
 
-from ..models import Annotation, Lease, QueueItem
+from ..models import Annotation, Lease, QueueItem, Sample
+from . import raw
 
 # Expired leases released per transaction: keeps each one short even when a
 # whole team walked away at once.
@@ -57,39 +63,140 @@ def queue_add(
     return len(items)
 
 
-def _lease_queryset():
-    return Lease.objects.select_related("item", "item__sample")
+def _expired_sql(*, project_id):
+    where = "l.expires_at <= %(now)s"
+    if project_id is not None:
+        where += " AND l.project_id = %(project)s"
+    # Lock the lease and its queue item, skipping rows someone holds: the
+    # sweep never waits, so it cannot close a cycle of waiting transactions.
+    lock = " FOR UPDATE OF l, q SKIP LOCKED" if connection.vendor == "postgresql" else ""
+    return (
+        "SELECT l.id, l.item_id FROM labelling_lease l"  # noqa: S608 (no input in it)
+        " JOIN labelling_queueitem q ON q.id = l.item_id"
+        f" WHERE {where} ORDER BY l.id LIMIT {EXPIRE_BATCH}{lock}"
+    )
 
 
-def _release_expired(*, now, project=None) -> int:
+def _release_expired(cursor, *, now, project_id=None) -> int:
     """Delete up to EXPIRE_BATCH expired leases and give their slots back.
 
     Must run inside a transaction. Leases another transaction is releasing (or
     that an annotator is submitting against right now) are skipped, not waited
     for: whoever holds them settles their counters.
     """
-    expired = Lease.objects.filter(expires_at__lte=now)
-    if project is not None:
-        expired = expired.filter(project=project)
-    rows = list(
-        expired.select_for_update(skip_locked=True)
-        .order_by("id")
-        .values_list("id", "item_id")[:EXPIRE_BATCH]
+    cursor.execute(
+        _expired_sql(project_id=project_id),
+        {"now": raw.adapt_datetime(now), "project": project_id},
     )
+    rows = cursor.fetchall()
     if not rows:
         return 0
-    Lease.objects.filter(id__in=[lease_id for lease_id, _ in rows]).delete()
-    per_item = {}
-    for _, item_id in rows:
-        per_item[item_id] = per_item.get(item_id, 0) + 1
+    lease_ids = [lease_id for lease_id, _ in rows]
+    cursor.execute(
+        f"DELETE FROM labelling_lease WHERE id IN ({', '.join(['%s'] * len(lease_ids))})",  # noqa: S608
+        lease_ids,
+    )
+    per_item = Counter(item_id for _, item_id in rows)
     by_count = {}
     for item_id, count in per_item.items():
         by_count.setdefault(count, []).append(item_id)
     for count, item_ids in by_count.items():
-        QueueItem.objects.filter(id__in=item_ids).update(
-            claims=Greatest(F("claims") - count, Value(0))
+        cursor.execute(
+            "UPDATE labelling_queueitem SET claims = CASE WHEN claims > %s THEN claims - %s"  # noqa: S608
+            f" ELSE 0 END WHERE id IN ({', '.join(['%s'] * len(item_ids))})",
+            [count, count, *item_ids],
         )
     return len(rows)
+
+
+_LEASE_COLS = [f.attname for f in Lease._meta.concrete_fields]
+
+# "Next" on PostgreSQL: one statement, so one round trip and no explicit
+# transaction (see queue_next for why it is safe). Its CTEs:
+#   held     a live lease the user already holds (outside the excluded items);
+#   expired  up to EXPIRE_BATCH expired leases of the project, locked with
+#            their items, SKIP LOCKED; gone/freed delete them and give the
+#            slots back;
+#   pick     unless a lease is held: the best open item with room, that the
+#            user neither answered nor leased, locked FOR UPDATE SKIP LOCKED
+#            (an item the sweep frees in this statement is not a candidate:
+#            one statement must not update a row twice; the caller runs the
+#            statement again when the sweep was all it found);
+#   taken    the new lease; bumped: the item's claim.
+# The result is always one row: how many leases were swept, then the lease,
+# item and sample columns (NULL when there is nothing for the user).
+_NEXT_POSTGRESQL = f"""
+WITH held AS (
+    SELECT {raw.columns(Lease, "l")} FROM labelling_lease l
+    WHERE l.project_id = %(project)s AND l.user_id = %(user)s
+      AND l.expires_at > %(now)s AND l.item_id <> ALL(%(exclude)s::bigint[])
+    ORDER BY l.id LIMIT 1
+), expired AS (
+    SELECT l.id, l.item_id FROM labelling_lease l
+    JOIN labelling_queueitem q ON q.id = l.item_id
+    WHERE l.project_id = %(project)s AND l.expires_at <= %(now)s
+    ORDER BY l.id LIMIT {EXPIRE_BATCH}
+    FOR UPDATE OF l, q SKIP LOCKED
+), gone AS (
+    DELETE FROM labelling_lease l USING expired e WHERE l.id = e.id RETURNING l.item_id
+), freed AS (
+    UPDATE labelling_queueitem q SET claims = GREATEST(q.claims - g.n, 0)
+    FROM (SELECT item_id, count(*) AS n FROM gone GROUP BY item_id) g
+    WHERE q.id = g.item_id
+), pick AS (
+    SELECT q.id FROM labelling_queueitem q
+    WHERE q.project_id = %(project)s AND q.state = 'open' AND q.claims < %(overlap)s
+      AND NOT EXISTS (
+          SELECT 1 FROM labelling_annotation a
+          WHERE a.sample_id = q.sample_id AND a.annotator_id = %(user)s)
+      AND NOT EXISTS (
+          SELECT 1 FROM labelling_lease l WHERE l.item_id = q.id AND l.user_id = %(user)s)
+      AND q.id <> ALL(%(exclude)s::bigint[])
+      AND NOT EXISTS (SELECT 1 FROM held)
+      AND q.id NOT IN (SELECT item_id FROM expired)
+    ORDER BY q.priority DESC, q.id
+    LIMIT 1
+    FOR UPDATE OF q SKIP LOCKED
+), taken AS (
+    INSERT INTO labelling_lease (item_id, project_id, user_id, created_at, expires_at)
+    SELECT id, %(project)s, %(user)s, %(now)s, %(expires)s FROM pick
+    RETURNING {raw.columns(Lease, "labelling_lease")}
+), bumped AS (
+    UPDATE labelling_queueitem q SET claims = q.claims + 1 FROM pick WHERE q.id = pick.id
+    RETURNING {raw.columns(QueueItem, "q")}
+)
+SELECT (SELECT count(*) FROM gone), x.* FROM (SELECT 1) AS one LEFT JOIN (
+    SELECT {raw.columns(Lease, "t")}, {raw.columns(QueueItem, "b")}, {raw.columns(Sample, "s")}
+    FROM taken t JOIN bumped b ON b.id = t.item_id JOIN labelling_sample s ON s.id = b.sample_id
+    UNION ALL
+    SELECT {raw.columns(Lease, "h")}, {raw.columns(QueueItem, "q")}, {raw.columns(Sample, "s")}
+    FROM held h JOIN labelling_queueitem q ON q.id = h.item_id
+    JOIN labelling_sample s ON s.id = q.sample_id
+) AS x ON true
+"""  # noqa: S608 (interpolates column names only; every value is a parameter)
+
+_ITEM_AND_SAMPLE = f"{raw.columns(QueueItem, 'q')}, {raw.columns(Sample, 's')}"
+
+
+def _lease_from_row(row):
+    """Lease (with ``.item`` and ``.item.sample``) from lease + item + sample columns."""
+    n_lease, n_item = len(Lease._meta.concrete_fields), len(QueueItem._meta.concrete_fields)
+    lease = raw.instance(Lease, row[:n_lease])
+    item = raw.instance(QueueItem, row[n_lease : n_lease + n_item])
+    item.sample = raw.instance(Sample, row[n_lease + n_item :])
+    lease.item = item
+    return lease
+
+
+def _next_params(*, project, user, exclude, now):
+    return {
+        "project": project.pk,
+        "user": user.pk,
+        "now": now,
+        "expires": now + timedelta(seconds=project.lease_seconds),
+        "overlap": project.overlap,
+        "exclude": exclude,
+    }
 
 
 def queue_next(*, project, user, exclude_item_ids=()) -> Lease | None:
@@ -102,20 +209,20 @@ def queue_next(*, project, user, exclude_item_ids=()) -> Lease | None:
     1. A live lease the user already holds (outside ``exclude_item_ids``) is
        returned as it is: reloading the page or asking twice never takes a
        second sample, and the lease is not extended.
-    2. Otherwise, in one short transaction, expired leases of the project are
-       released first (locked with SKIP LOCKED, deleted, and their items'
-       ``claims`` decremented with F()), so abandoned samples return to the
-       queue without waiting for the periodic task.
+    2. Otherwise expired leases of the project are released (locked with
+       SKIP LOCKED, deleted, and their items' ``claims`` decremented), so
+       abandoned samples return to the queue without waiting for the
+       periodic task.
     3. The highest-priority open item (oldest first on ties) with
        ``claims < overlap`` that the user has neither annotated (label or
        skip) nor leased is locked with ``SELECT … FOR UPDATE SKIP LOCKED``.
        The scan walks the partial index ``queue_next`` (project, -priority,
        id WHERE state = 'open'); both exclusions are NOT EXISTS subqueries.
-    4. A lease is created and ``claims`` incremented with F() in the same
-       transaction.
+    4. A lease is created and ``claims`` incremented in the same transaction.
 
     Why no item is handed out beyond its overlap:
-    - PostgreSQL: two transactions never lock the same item at once (the
+    - PostgreSQL: steps 1-4 are one statement (one round trip, its own
+      transaction). Two transactions never lock the same item at once (the
       second skips it). If another transaction changed and committed the row
       between our snapshot and our lock, PostgreSQL re-evaluates the WHERE
       clause on the newest row version (EvalPlanQual), so ``claims <
@@ -126,49 +233,96 @@ def queue_next(*, project, user, exclude_item_ids=()) -> Lease | None:
       run one after another and each sees the others' committed claims.
     """
     now = timezone.now()
-    exclude_item_ids = [int(pk) for pk in exclude_item_ids if pk is not None]
-    held = (
-        _lease_queryset()
-        .filter(project=project, user=user, expires_at__gt=now)
-        .exclude(item_id__in=exclude_item_ids)
-        .order_by("id")
-        .first()
-    )
-    if held is not None:
-        return held
-    with transaction.atomic():
-        _release_expired(now=now, project=project)
-        item = (
-            QueueItem.objects.filter(
-                project=project, state=QueueItem.State.OPEN, claims__lt=project.overlap
-            )
-            .filter(
-                ~Exists(Annotation.objects.filter(sample_id=OuterRef("sample_id"), annotator=user)),
-                ~Exists(Lease.objects.filter(item_id=OuterRef("pk"), user=user)),
-            )
-            .exclude(id__in=exclude_item_ids)
-            .order_by("-priority", "id")
-            .select_for_update(skip_locked=True, of=("self",))
-            .select_related("sample")
-            .first()
+    exclude = [int(pk) for pk in exclude_item_ids if pk is not None]
+    if connection.vendor == "postgresql":
+        params = _next_params(project=project, user=user, exclude=exclude, now=now)
+        with raw.prepared_cursor() as cursor:
+            cursor.execute(_NEXT_POSTGRESQL, params)
+            swept, *row = cursor.fetchone()
+            if row[0] is None and swept:
+                # Only expired leases were found: their items are free now.
+                cursor.execute(_NEXT_POSTGRESQL, params)
+                swept, *row = cursor.fetchone()
+        return None if row[0] is None else _lease_from_row(row)
+    return _queue_next_portable(project=project, user=user, exclude=exclude, now=now)
+
+
+def _not_in(column, values, params):
+    """`` AND column NOT IN (...)`` with named placeholders (nothing for no values)."""
+    if not values:
+        return ""
+    names = []
+    for index, value in enumerate(values):
+        params[f"x{index}"] = value
+        names.append(f"%(x{index})s")
+    return f" AND {column} NOT IN ({', '.join(names)})"
+
+
+def _queue_next_portable(*, project, user, exclude, now):
+    """Steps 1-4 as separate statements; correct where writers are serialised
+    (SQLite's BEGIN IMMEDIATE)."""
+    params = {
+        "project": project.pk,
+        "user": user.pk,
+        "now": raw.adapt_datetime(now),
+        "overlap": project.overlap,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {raw.columns(Lease, 'l')}, {_ITEM_AND_SAMPLE} FROM labelling_lease l"  # noqa: S608
+            " JOIN labelling_queueitem q ON q.id = l.item_id"
+            " JOIN labelling_sample s ON s.id = q.sample_id"
+            " WHERE l.project_id = %(project)s AND l.user_id = %(user)s"
+            f" AND l.expires_at > %(now)s{_not_in('l.item_id', exclude, params)}"
+            " ORDER BY l.id LIMIT 1",
+            params,
         )
-        if item is None:
+        row = cursor.fetchone()
+    if row is not None:
+        return _lease_from_row(row)
+    expires_at = now + timedelta(seconds=project.lease_seconds)
+    with transaction.atomic(), connection.cursor() as cursor:
+        _release_expired(cursor, now=now, project_id=project.pk)
+        cursor.execute(
+            f"SELECT {_ITEM_AND_SAMPLE} FROM labelling_queueitem q"  # noqa: S608
+            " JOIN labelling_sample s ON s.id = q.sample_id"
+            " WHERE q.project_id = %(project)s AND q.state = 'open'"
+            " AND q.claims < %(overlap)s"
+            " AND NOT EXISTS (SELECT 1 FROM labelling_annotation a"
+            "  WHERE a.sample_id = q.sample_id AND a.annotator_id = %(user)s)"
+            " AND NOT EXISTS (SELECT 1 FROM labelling_lease l"
+            "  WHERE l.item_id = q.id AND l.user_id = %(user)s)"
+            f"{_not_in('q.id', exclude, params)}"
+            " ORDER BY q.priority DESC, q.id LIMIT 1",
+            params,
+        )
+        row = cursor.fetchone()
+        if row is None:
             return None
-        lease = Lease.objects.create(
-            item=item,
-            project=project,
-            user=user,
-            expires_at=now + timedelta(seconds=project.lease_seconds),
+        item_id = row[0]
+        cursor.execute(
+            "INSERT INTO labelling_lease (item_id, project_id, user_id, created_at, expires_at)"
+            " VALUES (%s, %s, %s, %s, %s) RETURNING id",
+            [item_id, project.pk, user.pk, params["now"], raw.adapt_datetime(expires_at)],
         )
-        QueueItem.objects.filter(pk=item.pk).update(claims=F("claims") + 1)
-        item.claims += 1
-    lease.item = item
+        (lease_id,) = cursor.fetchone()
+        cursor.execute(
+            "UPDATE labelling_queueitem SET claims = claims + 1 WHERE id = %s", [item_id]
+        )
+    values = {"id": lease_id, "item_id": item_id, "project_id": project.pk, "user_id": user.pk}
+    values.update(created_at=now, expires_at=expires_at)
+    lease = raw.instance(Lease, [values[name] for name in _LEASE_COLS])
+    lease.item = raw.instance(QueueItem, row[: len(QueueItem._meta.concrete_fields)])
+    lease.item.claims += 1
+    lease.item.sample = raw.instance(Sample, row[len(QueueItem._meta.concrete_fields) :])
     return lease
 
 
 def lease_release(*, project, user, item) -> bool:
     """Give back ``user``'s lease on ``item`` (they left the page); True if there was one."""
     with transaction.atomic():
+        # The sample row first, like annotation_submit: see the module's lock notes.
+        Sample.objects.select_for_update().filter(pk=item.sample_id).values_list("id").first()
         deleted, _ = Lease.objects.filter(project=project, user=user, item=item).delete()
         if deleted:
             QueueItem.objects.filter(pk=item.pk).update(
@@ -184,9 +338,10 @@ def queue_expire_leases(*, project=None) -> int:
     its slots; each batch is its own short transaction.
     """
     released = 0
+    project_id = project.pk if project is not None else None
     while True:
-        with transaction.atomic():
-            batch = _release_expired(now=timezone.now(), project=project)
+        with transaction.atomic(), connection.cursor() as cursor:
+            batch = _release_expired(cursor, now=timezone.now(), project_id=project_id)
         released += batch
         if batch < EXPIRE_BATCH:
             return released

@@ -305,21 +305,24 @@ def test_reprioritising_moves_an_item_to_the_front_and_is_audited(team, annotato
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="EXPLAIN of the PostgreSQL plan")
-def test_next_scans_the_partial_queue_index(team, annotators):
+def test_next_is_one_statement_that_scans_the_partial_queue_index(team, annotators):
+    from labelling.services.queue import _NEXT_POSTGRESQL, _next_params
+
     make_queue(team.project, 3)
     with CaptureQueriesContext(connection) as queries:
-        queue_next(project=team.project, user=annotators[0])
-    (select,) = [
-        q["sql"] for q in queries if 'FOR UPDATE OF "labelling_queueitem" SKIP LOCKED' in q["sql"]
-    ]
+        assert queue_next(project=team.project, user=annotators[0]) is not None
+    # One round trip: sweep, pick, lease and claim in a single statement.
+    assert len(queries) == 1
     # Only the queue row is locked (not the joined sample), and both
     # exclusions are anti-joins the planner can drive from the index order.
-    assert select.count("NOT EXISTS(") == 2
+    assert "FOR UPDATE OF q SKIP LOCKED" in _NEXT_POSTGRESQL
+    params = _next_params(project=team.project, user=annotators[1], exclude=[], now=timezone.now())
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute("EXPLAIN " + select)
+        cursor.execute("EXPLAIN " + _NEXT_POSTGRESQL, params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
-    assert "queue_next" in plan
+    assert "Index Scan using queue_next" in plan
+    assert plan.count("Anti Join") == 2
 
 
 def test_the_expiry_task_calls_the_service(team, annotators):

@@ -1,0 +1,138 @@
+"""Raw SQL for the labelling hot path ("next sample", "submit label").
+
+The ORM spends more CPU compiling a query than PostgreSQL spends running it:
+a label round trip of ~26 ORM queries cost ~15 ms of Python on a 2-core
+machine. The hot path therefore writes its few statements by hand and turns
+rows back into ordinary model instances here, with the same database
+converters the ORM applies (JSON decoding, SQLite datetimes), so callers
+cannot tell the difference.
+
+On PostgreSQL the statements go through a server-side-binding cursor and are
+prepared once per connection (planning the "next" statement costs more than
+running it); Django's own cursors keep client-side binding, so nothing else
+changes. Prepared statements live in the database session: behind a
+transaction-mode pooler (PgBouncer < 1.21) set ``LEANML_PREPARED_SQL = False``.
+"""
+
+import time
+
+from django.conf import settings
+from django.db import connection
+
+_CONVERTERS = {}
+
+
+def columns(model, alias, fields=None) -> str:
+    """``alias."col", ...`` for ``fields`` (attnames; all concrete fields by default)."""
+    return ", ".join(f'{alias}."{f.column}"' for f in _fields(model, fields))
+
+
+def _fields(model, fields):
+    concrete = model._meta.concrete_fields
+    if fields is None:
+        return concrete
+    wanted = set(fields)
+    return [f for f in concrete if f.attname in wanted]
+
+
+def _converters(model, fields):
+    key = (connection.vendor, model, fields)
+    found = _CONVERTERS.get(key)
+    if found is None:
+        found = []
+        for field in _fields(model, fields):
+            col = field.get_col(model._meta.db_table)
+            chain = [
+                *connection.ops.get_db_converters(col),
+                *col.get_db_converters(connection),
+            ]
+            found.append((field.attname, col, chain))
+        _CONVERTERS[key] = found
+    return found
+
+
+def instance(model, values, fields=None):
+    """A model instance from ``values`` in concrete-field order (``fields``:
+    the attnames selected by ``columns(model, alias, fields)``; the others
+    are deferred and load on access, as with ``.only()``)."""
+    spec = _converters(model, fields)
+    converted = []
+    for (_, col, chain), value in zip(spec, values, strict=True):
+        for convert in chain:
+            value = convert(value, col, connection)
+        converted.append(value)
+    return model.from_db(connection.alias, [name for name, _, _ in spec], converted)
+
+
+def adapt_datetime(value):
+    """A datetime as the backend stores it (SQLite keeps naive UTC text)."""
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def convert_datetime(value, model, attname):
+    """A datetime column read by raw SQL, as the ORM would return it."""
+    for _, col, chain in _converters(model, (attname,)):
+        for convert in chain:
+            value = convert(value, col, connection)
+    return value
+
+
+def prepared_cursor():
+    """A cursor for the hot path's own statements.
+
+    PostgreSQL: a psycopg server-side-binding cursor on Django's connection,
+    whose statements psycopg prepares once per session (it re-prepares by
+    itself after a reconnect or a failed transaction). Elsewhere, or with
+    ``LEANML_PREPARED_SQL = False``: Django's cursor. Either way errors are
+    Django's (``IntegrityError``...) and an atomic block around the call
+    rolls back as usual. Use as ``with prepared_cursor() as cursor:``.
+    """
+    if connection.vendor != "postgresql" or not getattr(settings, "LEANML_PREPARED_SQL", True):
+        return connection.cursor()
+    return _PreparedCursor()
+
+
+class _PreparedCursor:
+    def __enter__(self):
+        import psycopg
+
+        connection.ensure_connection()
+        connection.validate_no_broken_transaction()
+        raw = connection.connection
+        if raw.prepare_threshold is None:
+            # Django turns psycopg's automatic preparation off (for poolers);
+            # its client-side-binding cursors never prepare anyway, so this
+            # only lets our explicit ``prepare=True`` through.
+            raw.prepare_threshold = 1 << 30
+        self._cursor = psycopg.Cursor(raw)
+        self._errors = connection.wrap_database_errors
+        self._errors.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._cursor.close()
+        # Turns psycopg's exceptions into Django's (IntegrityError...).
+        return self._errors.__exit__(*exc)
+
+    def execute(self, sql, params):
+        from psycopg.types.numeric import Int8
+
+        # One prepared statement per text and parameter types: without this
+        # psycopg would send small ids as int2 and large ones as int4/int8.
+        params = {k: Int8(v) if type(v) is int else v for k, v in params.items()}
+        if not connection.queries_logged:
+            return self._cursor.execute(sql, params, prepare=True)
+        started = time.monotonic()
+        try:
+            return self._cursor.execute(sql, params, prepare=True)
+        finally:
+            # What Django's debug cursor records, so query counts stay honest.
+            connection.queries_log.append(
+                {"sql": f"{sql} -- {params!r}", "time": f"{time.monotonic() - started:.3f}"}
+            )
+
+    def fetchone(self):
+        return self._cursor.fetchone()
+
+    def fetchall(self):
+        return self._cursor.fetchall()
