@@ -236,6 +236,7 @@ def test_first_import_sets_the_project_fields_from_the_columns(team):
     [
         {"b": "é <br />", "a": 1.5, "c": [1, {"z": None}]},
         {"text": 'quote " backslash \\ tab \t 😀', "n": 10**20, "f": 0.1},
+        {"ü": "\x7f\x01\u2028", "B": True, "a": None, "e": float("inf"), "k": '\\"'},
         {},
     ],
 )
@@ -243,6 +244,27 @@ def test_the_stored_text_and_hash_match_ml_hashing(data):
     text = preparing.fast_canonical_json(data)
     assert text == canonical_json(data)
     assert preparing.hash_text(text) == content_hash(data)
+
+
+def test_each_rows_hash_is_ml_hashing_of_the_data_stored(team):
+    # Rows are serialised member by member while they are checked; the hash
+    # must still be content_hash() of what the database gives back.
+    lines = [
+        {"id": "a", "text": 'quote " and \\ back\tslash 😀', "zeta": {"n": [1, None]}, "B": 2.5},
+        {"id": "b", "text": "\u2028 \x7f \x01 é", "zeta": 10**15},
+        {"id": "c", "text": "no other keys"},
+    ]
+    job = run(team, "rows.jsonl", "\n".join(json.dumps(line) for line in lines))
+
+    assert job.state == ImportJob.State.SUCCEEDED, job.error
+    stored = samples(team.project)
+    assert stored["a"].data == {
+        "text": 'quote " and \\ back\tslash 😀',
+        "zeta": {"n": [1, None]},
+        "B": 2.5,
+    }
+    for sample in stored.values():
+        assert sample.content_hash == content_hash(sample.data), sample.external_id
 
 
 @pytest.mark.parametrize("vendor_path", ["write_new_postgres", "write_new_portable"])

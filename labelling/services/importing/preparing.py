@@ -13,6 +13,7 @@ import pickle
 import re
 import tempfile
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring as _json_string
 
 from django.db import connection
 from psycopg import postgres
@@ -26,6 +27,7 @@ from ..consensus import decide
 from .reading import read_frames, shorten
 
 BATCH = 5000  # rows per database round trip
+_UNLABELLED = str(Sample.Consensus.NONE)
 
 # A number as people write one; "007" stays text (a code, not the number 7).
 _NUMBER_RE = re.compile(r"[+-]?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
@@ -117,8 +119,18 @@ _CANONICAL = json.JSONEncoder(
 )
 
 
+def _json_value(value):
+    # A string (nearly every cell) goes straight to the encoder's own C
+    # string escaper; anything else through the canonical encoder.
+    return _json_string(value) if value.__class__ is str else _CANONICAL.encode(value)
+
+
 def fast_canonical_json(data):
-    return _CANONICAL.encode(data)
+    """canonical_json(data) for a dict with string keys, built from its
+    members: the same text, about a third faster on rows of text cells."""
+    return (
+        "{" + ",".join([_json_string(k) + ":" + _json_value(data[k]) for k in sorted(data)]) + "}"
+    )
 
 
 def hash_text(text):
@@ -190,7 +202,7 @@ def check_columns(columns, options, plan):
 
 
 def _prepare_chunk(start, frame, options, plan):
-    """Validate one chunk; returns [(row, external id, data, label id)]."""
+    """Validate one chunk; returns [(row, external id, data, label id, JSON text)]."""
     n = len(frame)
     columns = list(frame.columns)
     if start == 0:
@@ -204,20 +216,24 @@ def _prepare_chunk(start, frame, options, plan):
         if options.frame_label and options.frame_label in columns
         else None
     )
+    # In key order, so each row's canonical JSON is built as its dict is.
     data_columns = [
         (
             name,
+            _json_string(name) + ":",
             _STRING_CONVERTERS[plan.kinds.get(name, "raw")],
             _CONVERTERS[plan.kinds.get(name, "raw")],
             frame[name].tolist(),
         )
-        for name in columns
+        for name in sorted(columns)
         if name not in (options.frame_id, options.frame_label)
     ]
     rows = []
     for i in range(n):
         row = start + i + 1
-        external_id = _external_id(ids[i])
+        raw_id = ids[i]
+        # A CSV id is a string: stripped, and empty when only blanks.
+        external_id = (raw_id.strip() or None) if raw_id.__class__ is str else _external_id(raw_id)
         if external_id is None:
             raise options.error(
                 "the id is empty; every row needs one.", row=row, column=options.frame_id, value=""
@@ -245,16 +261,18 @@ def _prepare_chunk(start, frame, options, plan):
                 column=options.frame_id,
                 value=external_id,
             )
-        data = {}
-        for name, convert_string, convert, values in data_columns:
+        data, members = {}, []
+        for name, json_key, convert_string, convert, values in data_columns:
             value = values[i]
             try:
                 if value.__class__ is str:  # every CSV cell: the fast path
                     if not value or value.isspace():
                         continue
-                    data[name] = convert_string(value)
-                elif not _missing(value):
-                    data[name] = convert(value)
+                    value = convert_string(value)
+                elif _missing(value):
+                    continue
+                else:
+                    value = convert(value)
             except ValueError as exc:
                 kind = plan.kinds.get(name, "raw")
                 raise options.error(
@@ -263,6 +281,10 @@ def _prepare_chunk(start, frame, options, plan):
                     column=name,
                     value=value,
                 ) from None
+            data[name] = value
+            members.append(
+                json_key + (_json_string(value) if value.__class__ is str else _json_value(value))
+            )
         if plan.text_field and plan.text_field not in data:
             raise options.error(
                 "the text is empty; the project's text field needs a value in every row.",
@@ -282,7 +304,8 @@ def _prepare_chunk(start, frame, options, plan):
                     column=options.frame_label,
                     value=name,
                 )
-        rows.append((row, external_id, data, label_id))
+        # The stored text and the hash's input: fast_canonical_json(data).
+        rows.append((row, external_id, data, label_id, "{" + ",".join(members) + "}"))
     return rows
 
 
@@ -413,53 +436,60 @@ def prepare(project, path, options, plan, new_rows, updates, report):
     def progress(fraction):
         report(0.05 + 0.5 * fraction, f"Reading and checking rows ({plan.rows:,} so far)")
 
+    seen_hashes = plan.seen_hashes
     for start, frame in read_frames(path, options, progress):
         rows = _prepare_chunk(start, frame, options, plan)
         plan.rows += len(rows)
+        digests = [hash_text(r[4]) for r in rows]
         existing = {} if plan.fresh else _existing(project, [r[1] for r in rows])
-        prepared, staged, to_update = [], [], []
-        for row, external_id, data, label_id in rows:
-            text = fast_canonical_json(data)
-            digest = hash_text(text)
-            found = existing.get(external_id)
-            if found is None:
-                prepared.append((row, external_id, text, digest, data, label_id))
-                continue
-            if not update:
-                plan.skipped += 1
-                continue
-            data_changed = digest != found[1]
-            if data_changed:
-                plan.to_update += 1
-                prepared.append((row, external_id, None, digest, None, None))
-            else:
-                plan.unchanged += 1
-            if data_changed or label_id is not None:
-                to_update.append((found[0], data, digest, label_id, data_changed))
-        updates.add(to_update)
         # Exact duplicates: rows whose content another sample (earlier in the
         # file, or already in the project) has; imported, and reported.
-        others = {} if plan.fresh else _existing_hashes(project, list({p[3] for p in prepared}))
-        for _row, external_id, text, digest, data, label_id in prepared:
-            if digest in plan.seen_hashes or others.get(digest, set()) - {external_id}:
+        others = {}
+        if not plan.fresh:
+            kept = {d for r, d in zip(rows, digests, strict=True) if update or r[1] not in existing}
+            others = _existing_hashes(project, list(kept))
+        staged, to_update = [], []
+        for (_row, external_id, data, label_id, text), digest in zip(rows, digests, strict=True):
+            found = existing.get(external_id) if existing else None
+            if found is not None:
+                if not update:
+                    plan.skipped += 1
+                    continue
+                data_changed = digest != found[1]
+                if data_changed:
+                    plan.to_update += 1
+                else:
+                    plan.unchanged += 1
+                if data_changed or label_id is not None:
+                    to_update.append((found[0], data, digest, label_id, data_changed))
+                if not data_changed:
+                    continue
+            if digest in seen_hashes or (others and others.get(digest, set()) - {external_id}):
                 plan.duplicates += 1
             else:
-                plan.seen_hashes.add(digest)
-            if text is None:
+                seen_hashes.add(digest)
+            if found is not None:
                 continue  # an update: written in phase 2
             if label_id is None:
-                state, consensus_label = Sample.Consensus.NONE, None
+                state, consensus_label = _UNLABELLED, None
             else:
                 # A new sample's only label is this one; the same rule as
                 # consensus_refresh, without a query per sample.
                 state, consensus_label = decide([label_id], overlap=overlap)
                 plan.labelled_new += 1
-            split = split_for(external_id, holdout)
-            if use_copy:
-                staged.append((external_id, text, digest, split, state, consensus_label, label_id))
-            else:
-                staged.append((external_id, data, digest, split, state, consensus_label, label_id))
-            plan.created += 1
+            staged.append(
+                (
+                    external_id,
+                    text if use_copy else data,
+                    digest,
+                    split_for(external_id, holdout),
+                    state,
+                    consensus_label,
+                    label_id,
+                )
+            )
+        plan.created += len(staged)
+        updates.add(to_update)
         new_rows.add(staged)
     if plan.rows == 0:
         raise options.error("the file has no data rows.")
