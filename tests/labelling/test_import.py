@@ -267,6 +267,25 @@ def test_each_rows_hash_is_ml_hashing_of_the_data_stored(team):
         assert sample.content_hash == content_hash(sample.data), sample.external_id
 
 
+def test_new_samples_never_take_a_deleted_samples_id(team):
+    # SQLite's path numbers the ids itself; a deleted sample's id stays unused
+    # (audit events still name it), as AUTOINCREMENT and sequences keep it.
+    assert run(team, "a.csv", "id,text\n1,x\n2,y\n").state == "succeeded"
+    last = Sample.objects.filter(project=team.project).order_by("-id").first()
+    deleted_id = last.pk
+    last.delete()
+
+    job = run(team, "b.csv", "id,text,label\n3,z,\n4,w,great\n", label_column="label")
+
+    assert job.state == "succeeded", job.error
+    new = Sample.objects.filter(project=team.project, external_id__in=["3", "4"]).order_by("id")
+    assert [s.external_id for s in new] == ["3", "4"]  # the file's order
+    assert new[0].pk > deleted_id
+    assert QueueItem.objects.get(sample=new[0]).state == QueueItem.State.OPEN
+    assert Annotation.objects.get(sample=new[1]).label == team.classes[0]
+    assert not QueueItem.objects.filter(sample=new[1]).exists()
+
+
 @pytest.mark.parametrize("vendor_path", ["write_new_postgres", "write_new_portable"])
 def test_each_database_takes_its_own_write_path(team, monkeypatch, vendor_path):
     expected = "write_new_postgres" if connection.vendor == "postgresql" else "write_new_portable"

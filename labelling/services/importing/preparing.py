@@ -428,7 +428,6 @@ def _existing_hashes(project, hashes):
 
 def prepare(project, path, options, plan, new_rows, updates, report):
     """Phase 1: read, validate, sort each row into new / update / skip."""
-    use_copy = isinstance(new_rows, PostgresStage)
     holdout = project.holdout_fraction
     overlap = project.overlap
     update = options.policy == ImportJob.Policy.UPDATE
@@ -480,7 +479,7 @@ def prepare(project, path, options, plan, new_rows, updates, report):
             staged.append(
                 (
                     external_id,
-                    text if use_copy else data,
+                    text,
                     digest,
                     split_for(external_id, holdout),
                     state,

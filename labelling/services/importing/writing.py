@@ -14,7 +14,6 @@ from ...models import (
     validate_field_config,
 )
 from ..consensus import consensus_refresh
-from ..queue import queue_add
 from .preparing import BATCH, PostgresStage
 
 
@@ -85,49 +84,90 @@ def write_new_postgres(project, by, stage, now, report):
     return counts
 
 
+def _insert_many(cursor, model, columns, rows):
+    placeholders = ", ".join(["%s"] * len(columns))
+    cursor.executemany(
+        f"INSERT INTO {_table(model)} ({_columns(model, *columns)}) VALUES ({placeholders})",  # noqa: S608
+        rows,
+    )
+
+
+def _next_sample_id(cursor):
+    """The id SQLite's AUTOINCREMENT would give the next sample: never one a
+    deleted sample had (its audit events still name it)."""
+    # The table name comes from model metadata; the value is a parameter.
+    cursor.execute(f"SELECT max(id) FROM {_table(Sample)}")  # noqa: S608
+    last = cursor.fetchone()[0] or 0
+    cursor.execute("SELECT seq FROM sqlite_sequence WHERE name = %s", [Sample._meta.db_table])
+    used = cursor.fetchone()
+    return max(last, used[0] if used else 0) + 1
+
+
 def write_new_portable(project, by, spool, now, report):
+    """Samples, queue items and labels by plain ``executemany`` (SQLite).
+
+    SQLite has one writer at a time and this transaction is it (immediate
+    mode), so the ids are numbered here, like AUTOINCREMENT would, and the
+    queue items and labels refer to them without reading the samples back or
+    building a model object per row: 100,000 rows went from 39 s to a few.
+    The rows are what ``bulk_create`` and ``queue_add`` would write.
+    """
     counts = {"queued": 0, "labels": 0}
+    created = connection.ops.adapt_datetimefield_value(now)
     done = 0
-    for rows in spool:
-        samples = [
-            Sample(
-                project=project,
-                external_id=external_id,
-                data=data,
-                content_hash=digest,
-                split=split,
-                consensus_state=state,
-                consensus_label_id=consensus_label,
-                source=Sample.Source.IMPORT,
+    with connection.cursor() as cursor:
+        next_id = _next_sample_id(cursor)
+        for rows in spool:
+            ids = range(next_id, next_id + len(rows))
+            next_id += len(rows)
+            _insert_many(
+                cursor,
+                Sample,
+                ("id", "project", "external_id", "data", "content_hash", "revision", "source")
+                + ("split", "status", "consensus_state", "consensus_label", "created_at"),
+                [
+                    (pk, project.pk, external_id, text, digest, 0, Sample.Source.IMPORT)
+                    + (split, Sample.Status.ACTIVE, state, consensus_label, created)
+                    for pk, (
+                        external_id,
+                        text,
+                        digest,
+                        split,
+                        state,
+                        consensus_label,
+                        _label,
+                    ) in zip(ids, rows, strict=True)
+                ],
             )
-            for external_id, data, digest, split, state, consensus_label, _label in rows
-        ]
-        Sample.objects.bulk_create(samples, batch_size=BATCH)
-        labels = [row[6] for row in rows]
-        unlabelled = [s.pk for s, label in zip(samples, labels, strict=True) if label is None]
-        counts["queued"] += queue_add(
-            project=project,
-            sample_ids=unlabelled,
-            priority=0,
-            strategy="imported",
-            reason="Imported",
-        )
-        annotations = [
-            Annotation(
-                project=project,
-                sample_id=s.pk,
-                annotator=by,
-                kind=Annotation.Kind.LABEL,
-                label_id=label,
-                origin=Annotation.Origin.IMPORT,
+            queued = [
+                (project.pk, pk, 0.0, "imported", None, "Imported", QueueItem.State.OPEN)
+                for pk, row in zip(ids, rows, strict=True)
+                if row[6] is None
+            ]
+            _insert_many(
+                cursor,
+                QueueItem,
+                ("project", "sample", "priority", "strategy", "score", "reason", "state")
+                + ("claims", "labels_done", "created_at"),
+                [item + (0, 0, created) for item in queued],
             )
-            for s, label in zip(samples, labels, strict=True)
-            if label is not None
-        ]
-        Annotation.objects.bulk_create(annotations, batch_size=BATCH)
-        counts["labels"] += len(annotations)
-        done += len(rows)
-        report(0.6 + 0.35 * done / max(spool.count, 1), None)
+            counts["queued"] += len(queued)
+            labels = [
+                (project.pk, pk, by.pk, Annotation.Kind.LABEL, row[6], Annotation.Origin.IMPORT)
+                + (None, 0, created)
+                for pk, row in zip(ids, rows, strict=True)
+                if row[6] is not None
+            ]
+            _insert_many(
+                cursor,
+                Annotation,
+                ("project", "sample", "annotator", "kind", "label", "origin", "seconds")
+                + ("revision", "created_at"),
+                labels,
+            )
+            counts["labels"] += len(labels)
+            done += len(rows)
+            report(0.6 + 0.35 * done / max(spool.count, 1), None)
     return counts
 
 
