@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.preprocessing import OrdinalEncoder
-from threadpoolctl import threadpool_limits
 
 from .base import SubModel, register
 
@@ -75,13 +73,11 @@ class HistGBM(SubModel):
             random_state=seed,
             **p.extra,
         )
-        with _threads(len(frame)):
-            self.model_.fit(self._matrix(frame), y)
+        self.model_.fit(self._matrix(frame), y)
 
     def _predict_proba(self, frame):
         order = [list(self.model_.classes_).index(c) for c in self.classes_]
-        with _threads(len(frame)):
-            return self.model_.predict_proba(self._matrix(frame))[:, order]
+        return self.model_.predict_proba(self._matrix(frame))[:, order]
 
     def _categories(self, frame):
         # Strings throughout, so mixed types (1 and "1") and pandas' string
@@ -97,14 +93,6 @@ class HistGBM(SubModel):
         if self.categorical_:
             parts.append(self.encoder_.transform(self._categories(frame)))
         return np.hstack(parts)
-
-
-def _threads(n_rows: int):
-    # OpenMP's parallel histograms pay off on large data only; on small data
-    # with busy cores its spin-waiting turned a 0.2 s fit into tens of seconds.
-    if n_rows < 50_000:
-        return threadpool_limits(limits=1, user_api="openmp")
-    return contextlib.nullcontext()
 
 
 def _is_numeric(series: pd.Series) -> bool:
