@@ -129,7 +129,7 @@ class Ensemble:
         reused ones are the very objects passed in).
         """
         y = self._check_data(frame, labels)
-        to_fit, reused = self._plan(refit, dict(reuse or {}))
+        reused = self._plan(refit, dict(reuse or {}))
         classes = self._check_classes(y)
         counts = pd.Series(y).value_counts()
         smallest = int(counts.reindex(classes, fill_value=0).min())
@@ -166,7 +166,12 @@ class Ensemble:
                 if combiner == STACKING:
                     # Stored with the artifact so a later retrain that reuses
                     # this sub-model gets honest stacking features for free.
-                    new.oof_ = pd.DataFrame(oof[key], index=frame.index, columns=classes)
+                    # Plain arrays, not a DataFrame: skops cannot load pandas.
+                    new.oof_ = {
+                        "ids": np.asarray(frame.index.tolist(), dtype=object),
+                        "proba": oof[key],
+                        "classes": np.asarray(classes, dtype=object),
+                    }
             seconds[key] = time.perf_counter() - start
             fitted.append(new)
 
@@ -227,7 +232,7 @@ class Ensemble:
             )
         return classes
 
-    def _plan(self, refit, reuse) -> tuple[list[str], dict[str, SubModel]]:
+    def _plan(self, refit, reuse) -> dict[str, SubModel]:
         keys = self.keys
         unknown = sorted((set(refit or ()) | set(reuse)) - set(keys))
         if unknown:
@@ -248,7 +253,7 @@ class Ensemble:
                     f"reused sub-model {key!r} is a {model.name} on {list(model.fields)}, "
                     f"but the ensemble configures a {configured.name} on {list(configured.fields)}"
                 )
-        return sorted(refit), reused
+        return reused
 
     def _choose_combiner(self, smallest: int) -> tuple[str, str]:
         enough = smallest >= self.stacking_min_per_class
@@ -299,13 +304,13 @@ class Ensemble:
         otherwise (e.g. a sub-model first fitted under soft voting).
         """
         stored = getattr(model, "oof_", None)
-        if stored is not None and frame.index.is_unique and stored.index.is_unique:
-            have = frame.index.isin(stored.index)
+        stored_ids = pd.Index(stored["ids"]) if stored is not None else None
+        if stored is not None and frame.index.is_unique and stored_ids.is_unique:
+            position = stored_ids.get_indexer(frame.index)
+            have = position >= 0
             oof = np.zeros((len(y), len(classes)))
             if have.any():
-                oof[have] = align_proba(
-                    stored.loc[frame.index[have]].to_numpy(), stored.columns, classes
-                )
+                oof[have] = align_proba(stored["proba"][position[have]], stored["classes"], classes)
             if (~have).any():
                 proba = model.predict_proba(frame.loc[~have])
                 oof[~have] = align_proba(proba, model.classes_, classes)

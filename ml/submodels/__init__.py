@@ -85,6 +85,7 @@ from .base import (
     create,
     get,
     register,
+    registered_types,
     unregister,
 )
 from .gbm import HistGBM
@@ -106,5 +107,6 @@ __all__ = [
     "get",
     "parse_rules",
     "register",
+    "registered_types",
     "unregister",
 ]

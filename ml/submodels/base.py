@@ -209,6 +209,17 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def registered_types() -> list[str]:
+    """Dotted names of every registered sub-model class and its Params: the
+    project's own types a skops trusted-types list needs (scikit-learn's
+    come on top, e.g. its HistGradientBoosting TreePredictor)."""
+    names = set()
+    for cls in _REGISTRY.values():
+        for kind in (cls, cls.Params):
+            names.add(f"{kind.__module__}.{kind.__qualname__}")
+    return sorted(names)
+
+
 def create(name: str, *, fields: Sequence[str], params=None, key: str | None = None) -> SubModel:
     """Build a registered sub-model from its stored configuration."""
     return get(name)(fields=fields, params=params, key=key)

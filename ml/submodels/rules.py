@@ -103,13 +103,19 @@ class KeywordRules(SubModel):
         super().__init__(fields=fields, params=params, key=key)
         # Validate when configured, not only at training time, so the rules
         # page can show the error as soon as the expert saves.
-        self.rules_ = parse_rules(self.params.rules)
+        parse_rules(self.params.rules)
         if not (isinstance(self.params.alpha, int | float) and self.params.alpha > 0):
             raise RuleError(f"alpha must be a positive number, got {self.params.alpha!r}")
 
+    @property
+    def rules(self) -> list[Rule]:
+        # Compiled on use, never stored: skops refuses to load re.Pattern
+        # objects, and re's own cache makes recompiling nearly free.
+        return parse_rules(self.params.rules)
+
     def _fit(self, frame, y, seed):
         known = set(self.classes_.tolist())
-        for number, rule in enumerate(self.rules_, start=1):
+        for number, rule in enumerate(self.rules, start=1):
             if rule.label not in known:
                 raise RuleError(
                     f"rule {number} (pattern {rule.pattern!r}) names class {rule.label!r}, "
@@ -117,10 +123,11 @@ class KeywordRules(SubModel):
                 )
 
     def _predict_proba(self, frame):
-        matches = self._matches(frame)
+        rules = self.rules
+        matches = self._matches(frame, rules)
         position = {c: i for i, c in enumerate(self.classes_)}
         votes = np.zeros((len(frame), len(self.classes_)))
-        for rule, fired in zip(self.rules_, matches, strict=True):
+        for rule, fired in zip(rules, matches, strict=True):
             votes[fired, position[rule.label]] += rule.weight
         alpha = float(self.params.alpha)
         total = votes.sum(axis=1, keepdims=True)
@@ -129,22 +136,23 @@ class KeywordRules(SubModel):
     def fired(self, frame) -> pd.DataFrame:
         """Which rules fire on which rows (one boolean column per rule):
         lets the rules page show an expert what their rule matches."""
-        matches = self._matches(frame)
+        rules = self.rules
+        matches = self._matches(frame, rules)
         return pd.DataFrame(
             {
                 f"{n}: {r.pattern}": m
-                for n, (r, m) in enumerate(zip(self.rules_, matches, strict=True), 1)
+                for n, (r, m) in enumerate(zip(rules, matches, strict=True), 1)
             },
             index=frame.index,
         )
 
-    def _matches(self, frame) -> list[np.ndarray]:
+    def _matches(self, frame, rules) -> list[np.ndarray]:
         # Python's re on purpose: pandas may hand string columns to pyarrow's
         # RE2, whose syntax differs from what parse_rules validated.
         texts = self._text(frame).tolist()
         return [
             np.fromiter((r.compiled.search(t) is not None for t in texts), bool, len(texts))
-            for r in self.rules_
+            for r in rules
         ]
 
     def _text(self, frame) -> pd.Series:

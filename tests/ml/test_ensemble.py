@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from ml.ensemble import Ensemble, EnsembleError
-from ml.submodels import HistGBM, KeywordRules, TfidfLogReg
+from ml.submodels import HistGBM, KeywordRules, TfidfLogReg, registered_types
 
 RULES = [
     {"pattern": "waste of money", "class": "other", "weight": 2},
@@ -84,7 +84,8 @@ def test_it_stacks_on_the_demo_reviews_and_beats_the_majority_class():
     assert list(ensemble.classes_) == ["great", "other"]
     # Each fitted sub-model carries its out-of-fold probabilities for reuse.
     for model in ensemble.submodels:
-        assert model.oof_.shape == (600, 2)
+        assert model.oof_["proba"].shape == (600, 2)
+        assert list(model.oof_["ids"][:2]) == list(reviews().index[:2])
 
 
 def test_it_falls_back_to_soft_voting_with_few_labels_per_class():
@@ -196,7 +197,7 @@ def test_reuse_on_new_labels_predicts_the_rows_the_model_never_saw():
         "hist_gbm": "stored+predicted",
         "keyword_rules": "cross-validated",
     }
-    assert second.submodel("keyword_rules").oof_.shape == (700, 2)
+    assert second.submodel("keyword_rules").oof_["proba"].shape == (700, 2)
     # The 100 new rows' stacking features are the reused model's predictions.
     new_rows = train.iloc[600:]
     tfidf = second.submodel("tfidf_logreg")
@@ -283,3 +284,25 @@ def test_a_submodel_that_raises_is_named():
     broken = HistGBM(fields=["num"], params={"extra": {"max_depth": -3}})
     with pytest.raises(EnsembleError, match="sub-model 'hist_gbm' failed to fit"):
         Ensemble([broken], combiner="voting").fit(frame, labels, seed=0)
+
+
+def test_fitted_submodels_round_trip_through_skops():
+    """Artifacts are loaded with skops against a list of trusted types: every
+    built-in must survive that, stored out-of-fold probabilities included."""
+    import skops.io as sio
+
+    frame, labels = synthetic((30, 30))
+    models = [
+        *small_submodels(),
+        KeywordRules(fields=["text"], params={"rules": [{"pattern": "apple", "class": "a"}]}),
+    ]
+    ensemble = Ensemble(models, combiner="stacking").fit(frame, labels, seed=0)
+    for model in ensemble.submodels:
+        data = sio.dumps(model)
+        untrusted = sio.get_untrusted_types(data=data)
+        ours = [t for t in untrusted if t.startswith("ml.")]
+        assert set(ours) <= set(registered_types())
+        assert all(t.startswith(("ml.submodels.", "sklearn.", "functools.")) for t in untrusted)
+        loaded = sio.loads(data, trusted=untrusted)
+        np.testing.assert_array_equal(loaded.predict_proba(frame), model.predict_proba(frame))
+        np.testing.assert_array_equal(loaded.oof_["proba"], model.oof_["proba"])
