@@ -50,7 +50,11 @@ def fitted_ensemble(combiner):
     models = [
         create("tfidf_logreg", fields=["review"], key="text"),
         create("hist_gbm", fields=["product", "price"], params={"min_samples_leaf": 5}),
-        create("keyword_rules", fields=["review"], params={"rules": [{"pattern": "tasty", "class": "great"}]}),
+        create(
+            "keyword_rules",
+            fields=["review"],
+            params={"rules": [{"pattern": "tasty", "class": "great"}]},
+        ),
     ]
     return Ensemble(models, combiner=combiner).fit(frame, labels, seed=0), frame
 
@@ -83,9 +87,11 @@ def test_it_writes_hashes_and_loads_a_sub_model(version, media):
 
 def test_a_failed_write_leaves_no_file_and_no_row(version, media):
     ensemble, _ = fitted_ensemble("voting")
-    with mock.patch("os.replace", side_effect=OSError("disk full")):
-        with pytest.raises(OSError, match="disk full"):
-            artifact_write(version=version, key="text", obj=ensemble.submodel("text"))
+    with (
+        mock.patch("os.replace", side_effect=OSError("disk full")),
+        pytest.raises(OSError, match="disk full"),
+    ):
+        artifact_write(version=version, key="text", obj=ensemble.submodel("text"))
     assert not Artifact.objects.exists()
     assert [p for p in media.rglob("*") if p.is_file()] == []
 
