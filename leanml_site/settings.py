@@ -209,6 +209,8 @@ CELERY_BEAT_SCHEDULE = {
     # would otherwise keep abandoned samples reserved.
     "expire-abandoned-leases": {"task": "labelling.queue_expire_leases", "schedule": 60.0},
 }
+# Training is CPU-heavy and long: its own queue, so imports and beat jobs never wait behind it.
+CELERY_TASK_ROUTES = {"iterations.training_run": {"queue": "training"}}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 

@@ -1,0 +1,29 @@
+from celery import shared_task
+
+from .models import TrainingJob
+from .services.training import RUN_SOFT_TIME_LIMIT, RUN_TIME_LIMIT, STALE_AFTER, training_run
+
+
+@shared_task(
+    bind=True,
+    name="iterations.training_run",
+    acks_late=True,
+    # A worker killed mid-fit (SIGKILL, OOM) gives the message back to the
+    # broker instead of losing the job.
+    reject_on_worker_lost=True,
+    soft_time_limit=RUN_SOFT_TIME_LIMIT,
+    time_limit=RUN_TIME_LIMIT,
+    serializer="json",
+    max_retries=RUN_TIME_LIMIT // int(STALE_AFTER.total_seconds()) + 2,
+)
+def training_run_task(self, job_id):
+    """Run one training job (routed to the "training" queue by
+    CELERY_TASK_ROUTES); running it twice is safe (the second run finds
+    the job no longer queued and returns)."""
+    job = training_run(job_id=job_id)
+    if job.state == TrainingJob.State.RUNNING:
+        # Another worker holds the job. The message came back, perhaps because
+        # that worker was killed: look again once its heartbeat would be
+        # stale, when training_run resets an orphaned job and runs it.
+        raise self.retry(countdown=STALE_AFTER.total_seconds() + 30)
+    return {"job": job.pk, "state": job.state}
