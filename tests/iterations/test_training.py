@@ -298,3 +298,36 @@ def test_keyword_rules_are_taken_from_the_version_rule_set(reviews):
     rules = ensemble_load(job.version).submodel("rules")
     assert [r["pattern"] for r in rules.params.rules] == ["delicious"]
     assert Path(job.version.artifacts.get(key="rules").file.name).name == "rules.skops"
+
+
+def test_training_rows_carry_the_data_of_the_snapshotted_revision(reviews):
+    from iterations.services.snapshots import snapshot_create
+    from labelling.services.cleaning import sample_revise
+
+    sample = Sample.objects.filter(project=reviews.project, split="train").order_by("id").first()
+    original = sample.data["review"]
+    before = snapshot_create(project=reviews.project, by=reviews.user)
+    sample_revise(sample=sample, by=reviews.user, changes={"review": "corrected text"})
+    after = snapshot_create(project=reviews.project, by=reviews.user)
+
+    old_frame, _ = snapshot_train_frame(before)
+    new_frame, _ = snapshot_train_frame(after)
+
+    assert old_frame.at[sample.external_id, "review"] == original
+    assert new_frame.at[sample.external_id, "review"] == "corrected text"
+    assert len(old_frame) == len(new_frame) == sum(before.class_counts["train"].values())
+
+
+def test_the_task_looks_again_later_when_another_worker_holds_the_job(reviews):
+    from celery.exceptions import Retry
+
+    job = request(reviews)
+    TrainingJob.objects.filter(pk=job.pk).update(
+        state="running", attempts=1, heartbeat_at=timezone.now()
+    )
+    with (
+        mock.patch.object(training_run_task, "retry", side_effect=Retry()) as retry,
+        pytest.raises(Retry),
+    ):
+        training_run_task.run(job.pk)
+    assert retry.call_args.kwargs["countdown"] > training.STALE_AFTER.total_seconds()
