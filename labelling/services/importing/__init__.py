@@ -9,9 +9,11 @@ All-or-nothing, in two phases:
    prepared rows stream by COPY into a session-local temporary table, so the
    server parses them while Python reads on; elsewhere they are pickled to a
    temporary file of our own.
-2. Write everything in one transaction: on PostgreSQL set-based
-   ``INSERT … SELECT`` from the staging table (a 1,000,000-row CSV at close to
-   COPY speed, without a Python object per row), elsewhere ``bulk_create``.
+2. Write everything in one transaction, without a Python object per row: on
+   PostgreSQL one set-based ``INSERT … SELECT`` per table from the staging
+   table, on SQLite ``executemany`` with ids numbered in the transaction.
+   (A 1,000,000-row CSV takes about a minute on PostgreSQL, most of it the
+   server maintaining indexes and checking foreign keys; see bench/README.md.)
 
 Rows are counted from 1 at the first data row: in a CSV opened in a
 spreadsheet, row N is spreadsheet row N + 1 (the header is spreadsheet row 1);
