@@ -31,6 +31,22 @@ _MEMBERSHIP_SQL = (
 )
 _ROLE_NAMES = dict(Role.choices)
 
+# For a query that reads the user anyway (the queue API's token check): it
+# joins the membership of the URL's project with these, and hands the row to
+# remember_membership, so get_project_for_user needs no query of its own.
+MEMBERSHIP_JOIN = (
+    " LEFT JOIN labelling_membership m ON m.user_id = {user}.id AND m.project_id = %(project)s"
+    " LEFT JOIN labelling_project p ON p.id = m.project_id"
+)
+MEMBERSHIP_COLUMNS = f"m.role, {raw.columns(Project, 'p')}"
+
+
+def remember_membership(user, project_pk: int, row):
+    """Keep ``user``'s membership row of project ``project_pk`` (the
+    ``MEMBERSHIP_COLUMNS``; a NULL role: not a member) for this request's
+    get_project_for_user. ``user`` is the instance authentication just built."""
+    user._leanml_membership = (project_pk, tuple(row))
+
 
 def get_project_for_user(user, pk, *, capability=Capability.VIEW) -> Project:
     """The project, with ``.role`` set to the user's role on it."""
@@ -42,9 +58,13 @@ def get_project_for_user(user, pk, *, capability=Capability.VIEW) -> Project:
         raise Http404("No such project.") from None
     if not 0 < pk < 1 << 63:
         raise Http404("No such project.")
-    with raw.prepared_cursor() as cursor:
-        cursor.execute(_MEMBERSHIP_SQL, {"project": pk, "user": user.pk})
-        row = cursor.fetchone()
+    prefetched = getattr(user, "_leanml_membership", None)
+    if prefetched is not None and prefetched[0] == pk:
+        row = prefetched[1] if prefetched[1][0] is not None else None
+    else:
+        with raw.prepared_cursor() as cursor:
+            cursor.execute(_MEMBERSHIP_SQL, {"project": pk, "user": user.pk})
+            row = cursor.fetchone()
     if row is None:
         raise Http404("No such project.")
     role = row[0]

@@ -1,6 +1,7 @@
 """The work queue over the API: next / submit for annotators, the open items and
 their priorities for data scientists, and the append-only labels."""
 
+import functools
 import math
 
 from django.contrib.auth import get_user_model
@@ -23,6 +24,7 @@ from leanml_site.api import IdCursorPagination
 from leanml_site.roles import Capability
 
 from ..models import Annotation, QueueItem, Sample
+from ..permissions import MEMBERSHIP_COLUMNS, MEMBERSHIP_JOIN, remember_membership
 from ..services import raw
 from ..services.annotations import AnnotationError, annotation_submit, label_class_resolve
 from ..services.queue import queue_item_update, queue_next
@@ -40,29 +42,49 @@ class QueueSampleSerializer(serializers.ModelSerializer):
 
 
 class QuickTokenAuthentication(TokenAuthentication):
-    """DRF's token authentication, with the token and its user read by one
-    hand-written query: annotators' scripts call next/submit once per label,
-    and the ORM query cost more than the rest of the check. Same answers and
-    errors as ``TokenAuthentication``."""
+    """DRF's token authentication (same answers and errors), with the token,
+    its user and the user's membership of the URL's project read by one
+    hand-written query: scripts call next/submit once per label, and the
+    ORM's token query plus the membership query cost more than the rest of
+    the request. ``get_project_for_user`` still decides access, from that row.
+    """
+
+    def authenticate(self, request):
+        try:
+            self.project_pk = int(request.parser_context["kwargs"]["project_pk"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            self.project_pk = None
+        return super().authenticate(request)
 
     def authenticate_credentials(self, key):
         user_model = get_user_model()
-        sql = (
-            f"SELECT {raw.columns(Token, 't')}, {raw.columns(user_model, 'u')}"  # noqa: S608
-            f" FROM {Token._meta.db_table} t JOIN {user_model._meta.db_table} u"
-            " ON u.id = t.user_id WHERE t.key = %(key)s"
-        )
+        with_project = self.project_pk is not None and 0 < self.project_pk < 1 << 63
+        sql = _token_sql(with_project)
+        params = {"key": key, "project": self.project_pk} if with_project else {"key": key}
         with raw.prepared_cursor() as cursor:
-            cursor.execute(sql, {"key": key})
+            cursor.execute(sql, params)
             row = cursor.fetchone()
         if row is None:
             raise exceptions.AuthenticationFailed("Invalid token.")
-        n_token = len(Token._meta.concrete_fields)
+        n_token, n_user = len(Token._meta.concrete_fields), len(user_model._meta.concrete_fields)
         token = raw.instance(Token, row[:n_token])
-        token.user = raw.instance(user_model, row[n_token:])
-        if not token.user.is_active:
+        token.user = user = raw.instance(user_model, row[n_token : n_token + n_user])
+        if not user.is_active:
             raise exceptions.AuthenticationFailed("User inactive or deleted.")
-        return (token.user, token)
+        if with_project:
+            remember_membership(user, self.project_pk, row[n_token + n_user :])
+        return (user, token)
+
+
+@functools.cache
+def _token_sql(with_project):
+    user_model = get_user_model()
+    select = f"SELECT {raw.columns(Token, 't')}, {raw.columns(user_model, 'u')}"
+    joins = f" FROM {Token._meta.db_table} t JOIN {user_model._meta.db_table} u ON u.id = t.user_id"
+    if with_project:
+        select += f", {MEMBERSHIP_COLUMNS}"
+        joins += MEMBERSHIP_JOIN.format(user="u")
+    return f"{select}{joins} WHERE t.key = %(key)s"
 
 
 class QueueItemSerializer(serializers.ModelSerializer):

@@ -3,7 +3,7 @@
 import json
 import math
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from ..models import Annotation, LabelClass, Lease, Sample
@@ -185,10 +185,11 @@ def annotation_submit(*, project, user, sample, label=None, skip=False, seconds=
     if not isinstance(sample_id, int) or not -(1 << 63) <= sample_id < 1 << 63:
         raise AnnotationError(f"No sample with id {sample_id} in this project.", field="sample")
     label_name, label_id = (None, None) if label is None else _label_lookup(project, label)
-    postgresql = connection.vendor == "postgresql"
+    conn = raw.db()
+    postgresql = conn.vendor == "postgresql"
     now = timezone.now()
 
-    with transaction.atomic(), raw.prepared_cursor() as cursor:
+    with transaction.atomic(), raw.prepared_cursor(conn) as cursor:
         # 1. Lock and read the sample; resolve the label.
         cursor.execute(
             _SAMPLE_SQL + (" FOR UPDATE OF s" if postgresql else ""),
@@ -236,7 +237,7 @@ def annotation_submit(*, project, user, sample, label=None, skip=False, seconds=
         open_leases = [created for item_id, created in leases if item_id == open_item]
         closed_items = [item_id for item_id, _ in leases if item_id != open_item]
         if seconds is None and open_leases:
-            started = raw.convert_datetime(open_leases[0], Lease, "created_at")
+            started = raw.convert_datetime(open_leases[0], Lease, "created_at", conn=conn)
             seconds = _clean_seconds((now - started).total_seconds())
         done_delta = int(has_label and not had_label) - int(had_label and not has_label)
 
@@ -257,7 +258,7 @@ def annotation_submit(*, project, user, sample, label=None, skip=False, seconds=
             "label": class_id,
             "seconds": seconds,
             "revision": revision,
-            "now": raw.adapt_datetime(now),
+            "now": raw.adapt_datetime(now, conn=conn),
             "freed": len(open_leases),
             "delta": done_delta,
             "overlap": project.overlap,
@@ -281,16 +282,20 @@ def annotation_submit(*, project, user, sample, label=None, skip=False, seconds=
         Annotation,
         [annotation_id, project.pk, sample_id, user.pk, kind, class_id, "human", seconds]
         + [revision, now],
+        conn=conn,
     )
     annotation.sample = given or raw.instance(
         Sample,
         [sample_id, project.pk, external_id, revision, state, consensus_label],
         fields=_SAMPLE_FIELDS,
+        conn=conn,
     )
     annotation.label = (
         None
         if class_id is None
-        else raw.instance(LabelClass, [class_id, project.pk, class_name], fields=_CLASS_FIELDS)
+        else raw.instance(
+            LabelClass, [class_id, project.pk, class_name], fields=_CLASS_FIELDS, conn=conn
+        )
     )
     return annotation
 

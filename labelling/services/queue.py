@@ -178,12 +178,12 @@ SELECT (SELECT count(*) FROM gone), x.* FROM (SELECT 1) AS one LEFT JOIN (
 _ITEM_AND_SAMPLE = f"{raw.columns(QueueItem, 'q')}, {raw.columns(Sample, 's')}"
 
 
-def _lease_from_row(row):
+def _lease_from_row(row, conn):
     """Lease (with ``.item`` and ``.item.sample``) from lease + item + sample columns."""
     n_lease, n_item = len(Lease._meta.concrete_fields), len(QueueItem._meta.concrete_fields)
-    lease = raw.instance(Lease, row[:n_lease])
-    item = raw.instance(QueueItem, row[n_lease : n_lease + n_item])
-    item.sample = raw.instance(Sample, row[n_lease + n_item :])
+    lease = raw.instance(Lease, row[:n_lease], conn=conn)
+    item = raw.instance(QueueItem, row[n_lease : n_lease + n_item], conn=conn)
+    item.sample = raw.instance(Sample, row[n_lease + n_item :], conn=conn)
     lease.item = item
     return lease
 
@@ -234,16 +234,17 @@ def queue_next(*, project, user, exclude_item_ids=()) -> Lease | None:
     """
     now = timezone.now()
     exclude = [int(pk) for pk in exclude_item_ids if pk is not None]
-    if connection.vendor == "postgresql":
+    conn = raw.db()
+    if conn.vendor == "postgresql":
         params = _next_params(project=project, user=user, exclude=exclude, now=now)
-        with raw.prepared_cursor() as cursor:
+        with raw.prepared_cursor(conn) as cursor:
             cursor.execute(_NEXT_POSTGRESQL, params)
             swept, *row = cursor.fetchone()
             if row[0] is None and swept:
                 # Only expired leases were found: their items are free now.
                 cursor.execute(_NEXT_POSTGRESQL, params)
                 swept, *row = cursor.fetchone()
-        return None if row[0] is None else _lease_from_row(row)
+        return None if row[0] is None else _lease_from_row(row, conn)
     return _queue_next_portable(project=project, user=user, exclude=exclude, now=now)
 
 
@@ -279,7 +280,7 @@ def _queue_next_portable(*, project, user, exclude, now):
         )
         row = cursor.fetchone()
     if row is not None:
-        return _lease_from_row(row)
+        return _lease_from_row(row, connection)
     expires_at = now + timedelta(seconds=project.lease_seconds)
     with transaction.atomic(), connection.cursor() as cursor:
         _release_expired(cursor, now=now, project_id=project.pk)

@@ -17,9 +17,17 @@ transaction-mode pooler (PgBouncer < 1.21) set ``LEANML_PREPARED_SQL = False``.
 import time
 
 from django.conf import settings
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connections
+from psycopg.types.numeric import Int8
 
 _CONVERTERS = {}
+
+
+def db():
+    """The default database connection itself. ``django.db.connection`` is a
+    proxy that looks it up (thread- and task-locally) on every attribute
+    access; the hot path does that once per call instead."""
+    return connections[DEFAULT_DB_ALIAS]
 
 
 def columns(model, alias, fields=None) -> str:
@@ -35,49 +43,50 @@ def _fields(model, fields):
     return [f for f in concrete if f.attname in wanted]
 
 
-def _converters(model, fields):
-    key = (connection.vendor, model, fields)
+def _converters(conn, model, fields):
+    key = (conn.vendor, model, fields)
     found = _CONVERTERS.get(key)
     if found is None:
-        found = []
+        spec = []
         for field in _fields(model, fields):
             col = field.get_col(model._meta.db_table)
-            chain = [
-                *connection.ops.get_db_converters(col),
-                *col.get_db_converters(connection),
-            ]
-            found.append((field.attname, col, chain))
-        _CONVERTERS[key] = found
+            chain = [*conn.ops.get_db_converters(col), *col.get_db_converters(conn)]
+            spec.append((col, chain))
+        names = [field.attname for field in _fields(model, fields)]
+        found = _CONVERTERS[key] = (names, spec)
     return found
 
 
-def instance(model, values, fields=None):
+def instance(model, values, fields=None, *, conn=None):
     """A model instance from ``values`` in concrete-field order (``fields``:
     the attnames selected by ``columns(model, alias, fields)``; the others
     are deferred and load on access, as with ``.only()``)."""
-    spec = _converters(model, fields)
+    conn = conn or db()
+    names, spec = _converters(conn, model, fields)
     converted = []
-    for (_, col, chain), value in zip(spec, values, strict=True):
+    for (col, chain), value in zip(spec, values, strict=True):
         for convert in chain:
-            value = convert(value, col, connection)
+            value = convert(value, col, conn)
         converted.append(value)
-    return model.from_db(connection.alias, [name for name, _, _ in spec], converted)
+    return model.from_db(conn.alias, names, converted)
 
 
-def adapt_datetime(value):
+def adapt_datetime(value, *, conn=None):
     """A datetime as the backend stores it (SQLite keeps naive UTC text)."""
-    return connection.ops.adapt_datetimefield_value(value)
+    return (conn or db()).ops.adapt_datetimefield_value(value)
 
 
-def convert_datetime(value, model, attname):
+def convert_datetime(value, model, attname, *, conn=None):
     """A datetime column read by raw SQL, as the ORM would return it."""
-    for _, col, chain in _converters(model, (attname,)):
+    conn = conn or db()
+    _, spec = _converters(conn, model, (attname,))
+    for col, chain in spec:
         for convert in chain:
-            value = convert(value, col, connection)
+            value = convert(value, col, conn)
     return value
 
 
-def prepared_cursor():
+def prepared_cursor(conn=None):
     """A cursor for the hot path's own statements.
 
     PostgreSQL: a psycopg server-side-binding cursor on Django's connection,
@@ -87,25 +96,30 @@ def prepared_cursor():
     Django's (``IntegrityError``...) and an atomic block around the call
     rolls back as usual. Use as ``with prepared_cursor() as cursor:``.
     """
-    if connection.vendor != "postgresql" or not getattr(settings, "LEANML_PREPARED_SQL", True):
-        return connection.cursor()
-    return _PreparedCursor()
+    conn = conn or db()
+    if conn.vendor != "postgresql" or not getattr(settings, "LEANML_PREPARED_SQL", True):
+        return conn.cursor()
+    return _PreparedCursor(conn)
 
 
 class _PreparedCursor:
+    def __init__(self, conn):
+        self._conn = conn
+
     def __enter__(self):
         import psycopg
 
-        connection.ensure_connection()
-        connection.validate_no_broken_transaction()
-        raw = connection.connection
+        conn = self._conn
+        conn.ensure_connection()
+        conn.validate_no_broken_transaction()
+        raw = conn.connection
         if raw.prepare_threshold is None:
             # Django turns psycopg's automatic preparation off (for poolers);
             # its client-side-binding cursors never prepare anyway, so this
             # only lets our explicit ``prepare=True`` through.
             raw.prepare_threshold = 1 << 30
         self._cursor = psycopg.Cursor(raw)
-        self._errors = connection.wrap_database_errors
+        self._errors = conn.wrap_database_errors
         self._errors.__enter__()
         return self
 
@@ -115,19 +129,17 @@ class _PreparedCursor:
         return self._errors.__exit__(*exc)
 
     def execute(self, sql, params):
-        from psycopg.types.numeric import Int8
-
         # One prepared statement per text and parameter types: without this
         # psycopg would send small ids as int2 and large ones as int4/int8.
         params = {k: Int8(v) if type(v) is int else v for k, v in params.items()}
-        if not connection.queries_logged:
+        if not self._conn.queries_logged:
             return self._cursor.execute(sql, params, prepare=True)
         started = time.monotonic()
         try:
             return self._cursor.execute(sql, params, prepare=True)
         finally:
             # What Django's debug cursor records, so query counts stay honest.
-            connection.queries_log.append(
+            self._conn.queries_log.append(
                 {"sql": f"{sql} -- {params!r}", "time": f"{time.monotonic() - started:.3f}"}
             )
 

@@ -1,10 +1,16 @@
 """Queue next / submit, labels and reprioritising over the API."""
 
+import json
+
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
+from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
 
-from labelling.models import Annotation, Lease, QueueItem
+from labelling.api.queue import AnnotationSerializer, NextSerializer
+from labelling.models import Annotation, Lease, Membership, QueueItem
 from labelling.services.annotations import annotation_submit
 from labelling.services.queue import queue_add
 from leanml_site.models import AuditEvent
@@ -278,3 +284,90 @@ def test_reprioritising_refuses_experts_outsiders_and_bad_input(team, queued):
     item.refresh_from_db()
     assert item.priority == 1
     assert not AuditEvent.objects.filter(action="queue_item.update").exists()
+
+
+def token_client(user):
+    client = APIClient()
+    token, _ = Token.objects.get_or_create(user=user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+def rendered(data):
+    """What the API's JSON renderer makes of ``data``."""
+    return json.loads(JSONRenderer().render(data))
+
+
+def test_next_and_submit_answer_exactly_what_the_serializers_say(team, queued):
+    # The hot path builds its answers without the serializers' per-request
+    # setup; the contract (and the OpenAPI schema) stays theirs.
+    client = token_client(team.users["expert"])
+    body = client.post(f"{base(team)}/queue/next/", {}, format="json").json()
+    lease = Lease.objects.select_related("item__sample").get()
+    assert body == rendered(NextSerializer(lease).data)
+    response = client.post(
+        f"{base(team)}/queue/submit/",
+        {"sample": queued[1].pk, "label": "other", "seconds": 2},
+        format="json",
+    )
+    annotation = Annotation.objects.select_related("sample", "annotator", "label").get()
+    assert response.json() == rendered(AnnotationSerializer(annotation).data)
+    # A skip, and a body only the serializer accepts (a numeric string).
+    response = client.post(
+        f"{base(team)}/queue/submit/", {"sample": str(queued[2].pk), "skip": True}, format="json"
+    )
+    skip = Annotation.objects.select_related("sample", "annotator", "label").latest("id")
+    assert response.status_code == 201
+    assert response.json() == rendered(AnnotationSerializer(skip).data)
+
+
+def test_a_token_is_checked_as_drf_checks_it(team, queued):
+    url = f"{base(team)}/queue/next/"
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token not-a-token")
+    response = client.post(url)
+    # 403 rather than 401 because session authentication comes first (DRF's rule).
+    assert response.status_code == 403 and response.json()["message"] == "Invalid token."
+    inactive = team.users["owner"]
+    inactive.is_active = False
+    inactive.save()
+    response = token_client(inactive).post(url)
+    assert response.status_code == 403
+    assert response.json()["message"] == "User inactive or deleted."
+    assert token_client(team.outsider).post(url).status_code == 404
+    response = token_client(team.users["product_manager"]).post(url)
+    assert response.status_code == 403 and "may not label" in response.json()["message"]
+    # The membership read with the token is the URL's project's, not another's.
+    other = f"/api/v1/projects/{team.other_project.pk}/queue/next/"
+    assert token_client(team.users["expert"]).post(other).status_code == 404
+    assert token_client(team.outsider).post(other).status_code == 204
+    assert not Lease.objects.exists()
+
+
+def test_a_removed_member_is_refused_at_once(team, queued):
+    client = token_client(team.users["expert"])
+    assert client.post(f"{base(team)}/queue/next/").status_code == 200
+    Membership.objects.filter(user=team.users["expert"]).delete()
+    assert client.post(f"{base(team)}/queue/next/").status_code == 404
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="counts PostgreSQL statements")
+def test_next_and_submit_take_one_and_four_statements_after_the_token(team, queued):
+    client = token_client(team.users["expert"])
+
+    def statements(post):
+        with CaptureQueriesContext(connection) as queries:
+            response = post()
+        skip = ("SAVEPOINT", "RELEASE SAVEPOINT", "BEGIN", "COMMIT", "SELECT 1")
+        return response, [q["sql"] for q in queries if not q["sql"].startswith(skip)]
+
+    response, sql = statements(lambda: client.post(f"{base(team)}/queue/next/"))
+    assert response.status_code == 200
+    assert len(sql) == 2, sql  # token + membership, then next
+    sample = response.json()["sample"]["id"]
+    payload = {"sample": sample, "label": "great"}
+    response, sql = statements(
+        lambda: client.post(f"{base(team)}/queue/submit/", payload, format="json")
+    )
+    assert response.status_code == 201
+    assert len(sql) == 4, sql  # token + membership, lock, leases + rows, writes
