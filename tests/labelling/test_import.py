@@ -286,6 +286,26 @@ def test_new_samples_never_take_a_deleted_samples_id(team):
     assert not QueueItem.objects.filter(sample=new[1]).exists()
 
 
+def test_a_large_import_refreshes_the_planners_statistics_on_postgresql(team, monkeypatch):
+    monkeypatch.setattr(jobs, "ANALYZE_AFTER_ROWS", 3)
+    calls = []
+    original = jobs.analyze_tables
+    monkeypatch.setattr(jobs, "analyze_tables", lambda **kw: (calls.append(kw), original(**kw))[1])
+
+    assert run(team, "small.csv", "id,text\n1,x\n2,y\n").state == "succeeded"
+    assert calls == []  # under the threshold
+    job = run(team, "large.csv", "id,text,label\n3,x,\n4,y,\n5,z,great\n", label_column="label")
+
+    assert job.state == "succeeded", job.error
+    if connection.vendor != "postgresql":
+        assert calls == []
+        return
+    assert calls == [{"labels": True}]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE relname = 'labelling_sample'")
+        assert cursor.fetchone()[0] >= 5  # the planner now knows the samples are there
+
+
 @pytest.mark.parametrize("vendor_path", ["write_new_postgres", "write_new_portable"])
 def test_each_database_takes_its_own_write_path(team, monkeypatch, vendor_path):
     expected = "write_new_postgres" if connection.vendor == "postgresql" else "write_new_portable"

@@ -20,7 +20,13 @@ from leanml_site.audit import audit_record
 from ...models import ImportJob, LabelClass, Project, Sample
 from .preparing import Plan, PostgresStage, Spool, check_columns, infer_fields, prepare
 from .reading import ImportFileError, Options, csv_header, detect_format, shorten
-from .writing import project_fields_set, write_new_portable, write_new_postgres, write_updates
+from .writing import (
+    analyze_tables,
+    project_fields_set,
+    write_new_portable,
+    write_new_postgres,
+    write_updates,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +35,9 @@ logger = logging.getLogger(__name__)
 RUN_SOFT_TIME_LIMIT = 1800
 RUN_TIME_LIMIT = 1900
 STALE_AFTER = timedelta(seconds=RUN_TIME_LIMIT + 120)
+# After this many new samples the planner's statistics are refreshed at once
+# (see analyze_tables).
+ANALYZE_AFTER_ROWS = 10_000
 
 
 def progress_key(job_id):
@@ -179,6 +188,9 @@ def _import(job, path, report):
     finally:
         new_rows.close()
         updates.close()
+    if connection.vendor == "postgresql" and plan.created >= ANALYZE_AFTER_ROWS:
+        report(0.97, "Updating the query planner's statistics")
+        analyze_tables(labels=counts["labels"] > 0)
     if options.fmt != job.format:
         ImportJob.objects.filter(pk=job.pk).update(format=options.fmt)
     return counts
