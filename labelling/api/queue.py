@@ -2,10 +2,14 @@
 their priorities for data scientists, and the append-only labels."""
 
 import functools
+import json
 import math
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied
 from django.db.models import Q
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -14,17 +18,24 @@ from drf_spectacular.utils import (
     extend_schema_view,
 )
 from rest_framework import exceptions, mixins, serializers, status, viewsets
-from rest_framework.authentication import TokenAuthentication
+from rest_framework.authentication import TokenAuthentication, get_authorization_header
 from rest_framework.authtoken.models import Token
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
 from leanml_site.api import IdCursorPagination
 from leanml_site.roles import Capability
 
 from ..models import Annotation, QueueItem, Sample
-from ..permissions import MEMBERSHIP_COLUMNS, MEMBERSHIP_JOIN, remember_membership
+from ..permissions import (
+    MEMBERSHIP_COLUMNS,
+    MEMBERSHIP_JOIN,
+    get_project_for_user,
+    remember_membership,
+)
 from ..services import raw
 from ..services.annotations import AnnotationError, annotation_submit, label_class_resolve
 from ..services.queue import queue_item_update, queue_next
@@ -57,23 +68,30 @@ class QuickTokenAuthentication(TokenAuthentication):
         return super().authenticate(request)
 
     def authenticate_credentials(self, key):
-        user_model = get_user_model()
-        with_project = self.project_pk is not None and 0 < self.project_pk < 1 << 63
-        sql = _token_sql(with_project)
-        params = {"key": key, "project": self.project_pk} if with_project else {"key": key}
-        with raw.prepared_cursor() as cursor:
-            cursor.execute(sql, params)
-            row = cursor.fetchone()
-        if row is None:
-            raise exceptions.AuthenticationFailed("Invalid token.")
-        n_token, n_user = len(Token._meta.concrete_fields), len(user_model._meta.concrete_fields)
-        token = raw.instance(Token, row[:n_token])
-        token.user = user = raw.instance(user_model, row[n_token : n_token + n_user])
-        if not user.is_active:
-            raise exceptions.AuthenticationFailed("User inactive or deleted.")
-        if with_project:
-            remember_membership(user, self.project_pk, row[n_token + n_user :])
-        return (user, token)
+        return token_user(key, self.project_pk)
+
+
+def token_user(key, project_pk=None):
+    """(user, token) for an API token, or AuthenticationFailed with DRF's
+    messages; with ``project_pk`` the user's membership of that project is
+    read in the same query (see ``permissions.remember_membership``)."""
+    user_model = get_user_model()
+    with_project = project_pk is not None and 0 < project_pk < 1 << 63
+    sql = _token_sql(with_project)
+    params = {"key": key, "project": project_pk} if with_project else {"key": key}
+    with raw.prepared_cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        raise exceptions.AuthenticationFailed("Invalid token.")
+    n_token, n_user = len(Token._meta.concrete_fields), len(user_model._meta.concrete_fields)
+    token = raw.instance(Token, row[:n_token])
+    token.user = user = raw.instance(user_model, row[n_token : n_token + n_user])
+    if not user.is_active:
+        raise exceptions.AuthenticationFailed("User inactive or deleted.")
+    if with_project:
+        remember_membership(user, project_pk, row[n_token + n_user :])
+    return (user, token)
 
 
 @functools.cache
@@ -217,6 +235,18 @@ class QueueViewSet(
     serializer_class = QueueItemSerializer
     pagination_class = QueueCursorPagination
 
+    @classmethod
+    def as_view(cls, actions=None, **initkwargs):
+        """next and submit answer plain token requests without DRF's
+        request/response machinery (see ``_without_drf``); everything else,
+        and every error, goes through the DRF actions below, which the
+        OpenAPI schema describes."""
+        view = super().as_view(actions, **initkwargs)
+        fast = _WITHOUT_DRF.get((actions or {}).get("post"))
+        # Only while the DRF view adds nothing the fast path would skip.
+        plain_drf = not cls.throttle_classes and list(cls.permission_classes) == [IsAuthenticated]
+        return _without_drf(view, fast) if fast and plain_drf else view
+
     def get_authenticators(self):
         authenticators = super().get_authenticators()
         if getattr(self, "swagger_fake_view", False):
@@ -317,6 +347,99 @@ class QueueViewSet(
 # and the JSON is exactly what ``NextSerializer(lease).data`` gives.
 _NEXT_OUT = NextSerializer()
 _ANNOTATION_OUT = AnnotationSerializer()
+
+
+def _without_drf(view, fast):
+    """``view`` (a DRF action) preceded by ``fast(request, project)``, which
+    answers the hot path's plain requests or returns None to hand over.
+
+    Plain means what annotators' scripts send: POST, a JSON body that is
+    plainly valid, ``Authorization: Token ...``, no session cookie (DRF
+    tries session authentication first, and enforces CSRF there), a valid
+    token of an active user who may label in the project. Anything else -
+    and any refusal, including a label the service rejects - is answered by
+    the DRF action, so errors, their format and their status codes stay
+    DRF's. A fast answer is the bytes DRF renders for the same data (tests
+    compare both paths); skipping DRF saves ~0.3 ms a request, a tenth of a
+    label round trip.
+    """
+
+    @functools.wraps(view)  # keeps .cls/.actions/.initkwargs for the router and schema
+    def wrapped(request, *args, **kwargs):
+        admitted = _plain_token_request(request, kwargs.get("project_pk"))
+        if admitted is not None:
+            response = fast(request, *admitted)
+            if response is not None:
+                return response
+        return view(request, *args, **kwargs)
+
+    return wrapped
+
+
+def _plain_token_request(request, project_pk):
+    """(user, project, body) when a request is plain (see ``_without_drf``), else None."""
+    if request.method != "POST" or request.content_type != "application/json":
+        return None
+    if settings.SESSION_COOKIE_NAME in request.COOKIES:
+        return None
+    header = get_authorization_header(request).split()
+    if len(header) != 2 or header[0].lower() != b"token":
+        return None
+    try:
+        body = json.loads(request.body) if request.body else {}
+        project_pk = int(project_pk)
+        user, _ = token_user(header[1].decode(), project_pk)
+        project = get_project_for_user(user, project_pk, capability=Capability.LABEL)
+    except (ValueError, TypeError, UnicodeError, exceptions.AuthenticationFailed):
+        return None
+    except (Http404, PermissionDenied):
+        return None
+    request.user = user
+    return user, project, body
+
+
+def _drf_json(data, status_code=200):
+    response = HttpResponse(_RENDERER.render(data), status=status_code)
+    response["Content-Type"] = "application/json"
+    # What DRF adds to these actions' answers.
+    response["Vary"] = "Accept"
+    response["Allow"] = "POST, OPTIONS"
+    return response
+
+
+def _next_without_drf(request, user, project, body):
+    exclude = _plain_exclude(body)
+    if exclude is None:
+        return None
+    lease = queue_next(project=project, user=user, exclude_item_ids=exclude)
+    if lease is None:
+        response = _drf_json(None, status.HTTP_204_NO_CONTENT)
+        del response["Content-Type"]
+        return response
+    return _drf_json(_NEXT_OUT.to_representation(lease))
+
+
+def _submit_without_drf(request, user, project, body):
+    data = _plain_submit(body)
+    if data is None:
+        return None
+    try:
+        annotation = annotation_submit(
+            project=project,
+            user=user,
+            sample=data["sample"],
+            label=data.get("label"),
+            skip=data["skip"],
+            seconds=data.get("seconds"),
+        )
+    except AnnotationError:
+        return None  # nothing was written; the DRF action answers with the error
+    annotation.annotator = user
+    return _drf_json(_ANNOTATION_OUT.to_representation(annotation), status.HTTP_201_CREATED)
+
+
+_WITHOUT_DRF = {"next": _next_without_drf, "submit": _submit_without_drf}
+_RENDERER = JSONRenderer()
 
 
 def _plain_exclude(data):

@@ -189,7 +189,7 @@ def annotation_submit(*, project, user, sample, label=None, skip=False, seconds=
     postgresql = conn.vendor == "postgresql"
     now = timezone.now()
 
-    with transaction.atomic(), raw.prepared_cursor(conn) as cursor:
+    with raw.one_writer(conn), transaction.atomic(), raw.prepared_cursor(conn) as cursor:
         # 1. Lock and read the sample; resolve the label.
         cursor.execute(
             _SAMPLE_SQL + (" FOR UPDATE OF s" if postgresql else ""),

@@ -282,7 +282,7 @@ def _queue_next_portable(*, project, user, exclude, now):
     if row is not None:
         return _lease_from_row(row, connection)
     expires_at = now + timedelta(seconds=project.lease_seconds)
-    with transaction.atomic(), connection.cursor() as cursor:
+    with raw.one_writer(), transaction.atomic(), connection.cursor() as cursor:
         _release_expired(cursor, now=now, project_id=project.pk)
         cursor.execute(
             f"SELECT {_ITEM_AND_SAMPLE} FROM labelling_queueitem q"  # noqa: S608

@@ -14,6 +14,8 @@ changes. Prepared statements live in the database session: behind a
 transaction-mode pooler (PgBouncer < 1.21) set ``LEANML_PREPARED_SQL = False``.
 """
 
+import contextlib
+import threading
 import time
 
 from django.conf import settings
@@ -84,6 +86,26 @@ def convert_datetime(value, model, attname, *, conn=None):
         for convert in chain:
             value = convert(value, col, conn)
     return value
+
+
+_SQLITE_WRITER = threading.Lock()
+
+
+@contextlib.contextmanager
+def one_writer(conn=None):
+    """SQLite: let this process's threads queue for the database's write lock
+    on a Python lock. SQLite's own busy handler makes a waiting writer sleep
+    (up to 100 ms a try) however soon the lock frees, which was most of the
+    labelling round trip's worst latencies under load; a Python lock wakes the
+    next thread at once. Only around a transaction of our own: inside a
+    caller's transaction (which may hold SQLite's lock already) it would be a
+    second lock to deadlock on. Elsewhere (PostgreSQL) it does nothing."""
+    conn = conn or db()
+    if conn.vendor != "sqlite" or conn.in_atomic_block:
+        yield
+        return
+    with _SQLITE_WRITER:
+        yield
 
 
 def prepared_cursor(conn=None):

@@ -371,3 +371,81 @@ def test_next_and_submit_take_one_and_four_statements_after_the_token(team, queu
     )
     assert response.status_code == 201
     assert len(sql) == 4, sql  # token + membership, lock, leases + rows, writes
+
+
+def test_plain_token_requests_and_drf_give_the_same_answers(team, queued):
+    # Token requests with plain bodies skip DRF's machinery; a forced login
+    # goes through DRF. Same bytes, same headers that matter.
+    fast = token_client(team.users["expert"])
+    drf = api(team, "owner")
+    a = fast.post(f"{base(team)}/queue/next/", {}, format="json")
+    b = drf.post(f"{base(team)}/queue/next/", {}, format="json")
+    assert (a.status_code, b.status_code) == (200, 200)
+    assert a["Content-Type"] == b["Content-Type"] == "application/json"
+    assert (a["Vary"], a["Allow"]) == (b["Vary"], b["Allow"])
+    lease_a, lease_b = (
+        Lease.objects.get(pk=a.json()["lease"]),
+        Lease.objects.get(pk=b.json()["lease"]),
+    )
+    assert a.content == JSONRenderer().render(NextSerializer(lease_a).data)
+    assert b.content == JSONRenderer().render(NextSerializer(lease_b).data)
+    for client, body in ((fast, a.json()), (drf, b.json())):
+        response = client.post(
+            f"{base(team)}/queue/submit/",
+            {"sample": body["sample"]["id"], "label": "great", "seconds": 1},
+            format="json",
+        )
+        annotation = Annotation.objects.get(pk=response.json()["id"])
+        assert response.status_code == 201
+        assert response.content == JSONRenderer().render(AnnotationSerializer(annotation).data)
+    assert fast.post(f"{base(team)}/queue/next/", {}, format="json").status_code == 200
+    response = fast.post(f"{base(team)}/queue/next/", {}, format="json")
+    assert response.status_code == 200  # the same lease again
+    assert Lease.objects.filter(user=team.users["expert"]).count() == 1
+
+
+def test_token_requests_with_bad_input_get_drfs_errors(team, queued):
+    client = token_client(team.users["expert"])
+    url = f"{base(team)}/queue/submit/"
+    response = client.post(url, {"sample": queued[0].pk, "label": "refunds"}, format="json")
+    assert response.status_code == 400 and response.json()["field"] == "label"
+    assert "Unknown label 'refunds'" in response.json()["message"]
+    response = client.post(url, {"sample": 10**9, "label": "great"}, format="json")
+    assert response.status_code == 400 and response.json()["field"] == "sample"
+    response = client.post(url, "{not json", content_type="application/json")
+    assert response.status_code == 400
+    response = client.post(f"{base(team)}/queue/next/", {"exclude": [0]}, format="json")
+    assert response.status_code == 400 and response.json()["field"] == "exclude.0"
+    assert not Annotation.objects.exists()
+    assert not Lease.objects.exists()
+
+
+def test_session_requests_still_need_the_csrf_token(team, queued):
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(team.users["expert"])
+    response = client.post(f"{base(team)}/queue/next/", {}, format="json")
+    assert response.status_code == 403 and "CSRF" in response.json()["message"]
+    # A token beside the session cookie: DRF takes the session (and its CSRF check).
+    token, _ = Token.objects.get_or_create(user=team.users["owner"])
+    response = client.post(
+        f"{base(team)}/queue/next/", {}, format="json", HTTP_AUTHORIZATION=f"Token {token.key}"
+    )
+    assert response.status_code == 403 and "CSRF" in response.json()["message"]
+    assert not Lease.objects.exists()
+
+
+def test_plain_token_requests_do_not_go_through_drf(team, queued):
+    from unittest import mock
+
+    from labelling.api.queue import QueueViewSet
+
+    client = token_client(team.users["expert"])
+    drf_was_used = AssertionError("the DRF action ran")
+    with (
+        mock.patch.object(QueueViewSet, "next", side_effect=drf_was_used),
+        mock.patch.object(QueueViewSet, "submit", side_effect=drf_was_used),
+    ):
+        body = client.post(f"{base(team)}/queue/next/", {}, format="json").json()
+        payload = {"sample": body["sample"]["id"], "label": "great"}
+        response = client.post(f"{base(team)}/queue/submit/", payload, format="json")
+    assert response.status_code == 201
