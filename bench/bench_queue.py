@@ -16,6 +16,7 @@ import argparse
 import http.client
 import json
 import multiprocessing
+import os
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,12 @@ from bench.common import (  # noqa: E402
     percentiles,
     recreate_pg_database,
 )
+
+# What we recommend in production too (bench/README.md says why): sync
+# workers, two per core plus one.
+WORKERS, THREADS, WORKER_CLASS = 2 * (os.cpu_count() or 1) + 1, 1, "sync"
+DATABASE = "leanml_bench_queue"
+WARMUP_SECONDS = 3
 
 
 def seed(env, samples, annotators, overlap):
@@ -57,10 +64,17 @@ def seed(env, samples, annotators, overlap):
 
 
 def _client(args):
-    """One client process: threads, each one annotator looping next -> submit."""
-    host, port, project, tokens, seconds, mode = args
+    """One client process: threads, each one annotator looping next -> submit.
+
+    Every process starts at the same wall-clock moment (``start_at``) so all
+    annotators are busy for the whole measured window, and reports the CPU
+    it used: the clients share the machine with the server.
+    """
+    host, port, project, tokens, seconds, mode, start_at = args
     results = {"loops": [], "errors": 0, "submitted": 0, "empty": 0}
     lock = threading.Lock()
+    time.sleep(max(0.0, start_at - time.time()))
+    cpu_started = time.process_time()
     deadline = time.monotonic() + seconds
 
     def run(token):
@@ -119,25 +133,171 @@ def _client(args):
         thread.start()
     for thread in threads:
         thread.join()
+    results["cpu_s"] = time.process_time() - cpu_started
     return results
 
 
-def load(base_url, project, tokens, seconds, mode):
+def _busy_jiffies():
+    """(busy, total, stolen) CPU time of the whole machine so far, from
+    /proc/stat; stolen: time the hypervisor gave this machine's CPUs to
+    someone else."""
+    with open("/proc/stat") as handle:
+        fields = [int(x) for x in handle.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields), fields[7]
+
+
+PG_BACKGROUND = ("checkpointer", "background writer", "walwriter", "autovacuum launcher")
+
+
+def _cpu_by_role(port):
+    """CPU seconds so far of this benchmark's gunicorn and of PostgreSQL's
+    backends on the benchmark's database plus its background writers (other
+    databases' backends are someone else's work)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = {"gunicorn": 0.0, "postgres": 0.0}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                command = handle.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{pid}/stat") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        ours = DATABASE in command or any(name in command for name in PG_BACKGROUND)
+        role = (
+            "gunicorn"
+            if "gunicorn" in command and f":{port}" in command
+            else "postgres"
+            if command.startswith("postgres") and ours
+            else None
+        )
+        if role:
+            fields = stat[stat.rindex(")") + 2 :].split()
+            used[role] += (int(fields[11]) + int(fields[12])) / ticks
+    return used
+
+
+def _ready(_):
+    """A first task for each pool process: it imports this module meanwhile."""
+    time.sleep(0.2)
+
+
+def _window(pool, groups, base_url, project, seconds, mode):
+    """One measured window: every client process runs ``mode`` for ``seconds``."""
     host, port = base_url.removeprefix("http://").split(":")
-    processes = min(len(tokens), 4)
-    groups = [tokens[i::processes] for i in range(processes)]
-    started = time.monotonic()
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        parts = pool.map(_client, [(host, int(port), project, g, seconds, mode) for g in groups])
-    elapsed = time.monotonic() - started
+    # A moment for the pool's processes to pick the work up, then a common start.
+    start_at = time.time() + 0.5
+    pending = pool.map_async(
+        _client, [(host, int(port), project, g, seconds, mode, start_at) for g in groups]
+    )
+    time.sleep(max(0.0, start_at - time.time()))
+    machine0, roles0 = _busy_jiffies(), _cpu_by_role(port)
+    time.sleep(seconds)
+    machine1, roles1 = _busy_jiffies(), _cpu_by_role(port)
+    return {
+        "parts": pending.get(),
+        "seconds": seconds,
+        "machine": [b - a for a, b in zip(machine0, machine1, strict=True)],
+        "roles": {role: roles1[role] - roles0[role] for role in roles0},
+    }
+
+
+def _summary(windows, started):
+    parts = [part for window in windows for part in window["parts"]]
+    seconds = sum(window["seconds"] for window in windows)
+    busy, total, stolen = (sum(w["machine"][i] for w in windows) for i in range(3))
+    roles = {role: sum(w["roles"][role] for w in windows) for role in windows[0]["roles"]}
     loops = [ms for part in parts for ms in part["loops"]]
+    busy_cores = os.cpu_count() * busy / max(1, total)
+    stolen_cores = os.cpu_count() * stolen / max(1, total)
+    client_cpu = sum(p["cpu_s"] for p in parts)
     return {
         **percentiles(loops),
         "per_s": round(len(loops) / seconds, 1),
         "errors": sum(p["errors"] for p in parts),
         "submitted": sum(p["submitted"] for p in parts),
-        "wall_s": round(elapsed, 1),
+        "wall_s": round(time.monotonic() - started, 1),
+        # Whole machine (server, database, clients, and anything else
+        # running) vs the clients alone, in cores busy over the windows.
+        "machine_busy_cores": round(busy_cores, 2),
+        "client_cores": round(client_cpu / seconds, 2),
+        "stolen_cores": round(stolen_cores, 2),
+        # Busy cores none of the above explains: other work on the machine.
+        "other_cores": round(
+            busy_cores - stolen_cores - (client_cpu + sum(roles.values())) / seconds, 2
+        ),
+        # CPU per loop (or per /healthz/ request), by who spent it.
+        "cpu_ms_per_op": {
+            "client": round(1000 * client_cpu / max(1, len(loops)), 2),
+            **{role: round(1000 * used / max(1, len(loops)), 2) for role, used in roles.items()},
+        },
     }
+
+
+def measure(base_url, project, tokens, seconds, modes, *, rounds=1):
+    """Run each of ``modes`` for ``seconds`` with one client thread per token,
+    in ``rounds`` alternating windows (``seconds / rounds`` each), so that
+    the cheapest endpoint and the loop see the same machine: this one's
+    speed drifts by a fifth over minutes (other virtual machines, clocks)."""
+    processes = min(len(tokens), 4)
+    groups = [tokens[i::processes] for i in range(processes)]
+    started = time.monotonic()
+    windows = {mode: [] for mode in modes}
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        pool.map(_ready, range(processes), chunksize=1)
+        for _ in range(rounds):
+            for mode in modes:
+                windows[mode].append(
+                    _window(pool, groups, base_url, project, seconds / rounds, mode)
+                )
+    return {mode: _summary(windows[mode], started) for mode in modes}
+
+
+# Rows every loop updates or deletes (leases come and go, queue items and
+# samples get new row versions).
+HOT_TABLES = ("labelling_lease", "labelling_queueitem", "labelling_sample")
+
+
+def vacuum(database_url, *, analyze=False, tables=()):
+    """What autovacuum does on a production server: this machine's PostgreSQL
+    runs with autovacuum off (its CI configuration), so without this the
+    planner would know nothing of a freshly seeded million rows and the lease
+    table would carry every lease ever deleted from one level to the next."""
+    if database_url is None:
+        return
+    import psycopg
+
+    with psycopg.connect(
+        database_url.replace("postgres://", "postgresql://"), autocommit=True
+    ) as conn:
+        command = "VACUUM (ANALYZE)" if analyze else "VACUUM"
+        conn.execute(f"{command} {', '.join(tables)}")
+
+
+TRIVIAL_APP = """
+def application(environ, start_response):
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", "15")])
+    return [b'{"status":"ok"}']
+"""
+
+
+def client_check(work, tokens, seconds, server):
+    """How fast the client goes against a WSGI app that does nothing, under
+    the same gunicorn settings: the clients share the machine with the
+    server, and must not be what limits the loop."""
+    (work / "trivial_app.py").write_text(TRIVIAL_APP)
+    with gunicorn(
+        bench_env(None, work / "var"),
+        workers=server["workers"],
+        threads=server["threads"],
+        worker_class=server["worker_class"],
+        app="trivial_app:application",
+        cwd=work,
+    ) as base_url:
+        return measure(base_url, 0, tokens, seconds, ["healthz"])["healthz"]
 
 
 def integrity(env, project):
@@ -170,21 +330,55 @@ def main():
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--levels", default="1,8,32")
     parser.add_argument("--overlap", type=int, default=1)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="alternate /healthz/ and the loop in this many windows per level",
+    )
+    parser.add_argument("--workers", type=int, default=WORKERS)
+    parser.add_argument("--threads", type=int, default=THREADS)
+    parser.add_argument("--worker-class", default=WORKER_CLASS)
+    parser.add_argument(
+        "--debug", action="store_true", help="run the server with DEBUG on (not production)"
+    )
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
     work = Path(tempfile.mkdtemp(prefix="bench-queue-"))
-    database_url = recreate_pg_database("leanml_bench_queue") if args.db == "postgres" else None
-    env = bench_env(database_url, work / "var")
+    database_url = recreate_pg_database(DATABASE) if args.db == "postgres" else None
+    env = bench_env(database_url, work / "var", production=not args.debug)
+    server = {
+        "workers": args.workers,
+        "threads": args.threads,
+        "worker_class": args.worker_class,
+        "debug": args.debug,
+    }
     manage("migrate", "-v0", env=env)
     started = time.monotonic()
     seeded = seed(env, args.samples, max(levels), args.overlap)
     seed_s = time.monotonic() - started
     project, tokens = seeded["project"], seeded["tokens"]
+    vacuum(database_url, analyze=True)
     submitted = 0
-    with gunicorn(env) as base_url:
+    with gunicorn(
+        env, workers=args.workers, threads=args.threads, worker_class=args.worker_class
+    ) as base_url:
+        # Unmeasured: a worker's first request imports the URLconf and with it
+        # most of the project (about a second of CPU each), and connections,
+        # prepared statements and caches fill. A server in production is warm.
+        warm = measure(base_url, project, tokens, WARMUP_SECONDS, ["healthz", "queue"])
+        submitted += warm["queue"]["submitted"]
         for level in levels:
-            cheapest = load(base_url, project, tokens[:level], args.seconds, "healthz")
-            loop = load(base_url, project, tokens[:level], args.seconds, "queue")
+            vacuum(database_url, tables=HOT_TABLES)
+            measured = measure(
+                base_url,
+                project,
+                tokens[:level],
+                args.seconds,
+                ["healthz", "queue"],
+                rounds=args.rounds,
+            )
+            cheapest, loop = measured["healthz"], measured["queue"]
             submitted += loop["submitted"]
             emit(
                 "queue",
@@ -198,8 +392,22 @@ def main():
                     "healthz": cheapest,
                     "p99_ratio": round(loop["p99_ms"] / cheapest["p99_ms"], 2),
                     "goal_p99_ratio_at_32": "<= 3",
+                    "server": server,
                 },
             )
+    trivial = client_check(work, tokens, min(args.seconds, 10), server)
+    emit(
+        "queue_client_check",
+        {
+            "db": args.db,
+            "clients": len(tokens),
+            "requests_per_s": trivial["per_s"],
+            "p50_ms": trivial["p50_ms"],
+            "p99_ms": trivial["p99_ms"],
+            "client_cores": trivial["client_cores"],
+            "server": server,
+        },
+    )
     check = integrity(env, project)
     emit(
         "queue_integrity",

@@ -9,6 +9,7 @@ import contextlib
 import csv
 import json
 import os
+import secrets
 import signal
 import socket
 import statistics
@@ -39,8 +40,14 @@ def recreate_pg_database(name):
     return pg_url(name)
 
 
-def bench_env(database_url, var_dir, **extra):
-    """Environment for a LeanML process of the benchmark (its own var dir)."""
+def bench_env(database_url, var_dir, *, production=False, **extra):
+    """Environment for a LeanML process of the benchmark (its own var dir).
+
+    ``production``: the settings a deployment runs (DEBUG off, so no query
+    log and no debug pages), except that the benchmark speaks plain HTTP on
+    loopback: in production TLS ends at the proxy, which sets
+    X-Forwarded-Proto, and Django never redirects.
+    """
     env = {k: v for k, v in os.environ.items() if k not in {"DJANGO_SETTINGS_MODULE"}}
     env.update(
         DJANGO_SETTINGS_MODULE="leanml_site.settings",
@@ -49,6 +56,13 @@ def bench_env(database_url, var_dir, **extra):
         LOG_LEVEL="WARNING",
         PYTHONPATH=str(ROOT),
     )
+    if production:
+        env.update(
+            DEBUG="0",
+            SECRET_KEY=secrets.token_urlsafe(50),
+            ALLOWED_HOSTS="127.0.0.1,localhost",
+            SECURE_SSL_REDIRECT="0",
+        )
     if database_url:
         env["DATABASE_URL"] = database_url
     else:
@@ -120,14 +134,16 @@ def free_port():
 
 
 @contextlib.contextmanager
-def gunicorn(env, *, workers=3, threads=8):
+def gunicorn(
+    env, *, workers=3, threads=8, worker_class="gthread", app="leanml_site.wsgi", cwd=ROOT
+):
     port = free_port()
     proc = subprocess.Popen(
         [
             PYTHON,
             "-m",
             "gunicorn",
-            "leanml_site.wsgi",
+            app,
             "--bind",
             f"127.0.0.1:{port}",
             "--workers",
@@ -135,14 +151,17 @@ def gunicorn(env, *, workers=3, threads=8):
             "--threads",
             str(threads),
             "--worker-class",
-            "gthread",
+            worker_class,
             "--log-level",
             "warning",
             "--backlog",
             "2048",
+            # Its default control socket is one per user: two benchmarks (or a
+            # benchmark beside `make run`) would fight over it.
+            "--no-control-socket",
         ],
         env=env,
-        cwd=ROOT,
+        cwd=cwd,
         start_new_session=True,
     )
     try:
