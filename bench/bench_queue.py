@@ -2,11 +2,13 @@
 
     .venv/bin/python bench/bench_queue.py [--db postgres|sqlite] [--samples 1000000]
 
-Real HTTP against gunicorn, each client thread a different annotator with its
-own API token, beside the project's cheapest endpoint (/healthz/) at the same
-concurrency in the same run. Afterwards the database is checked for double
-assignments (a sample labelled by more annotators than the overlap) and lost
-labels (a 201 that left no row).
+Real HTTP against gunicorn (production settings, sync workers: see
+bench/README.md), each client thread a different annotator with its own API
+token, beside the project's cheapest endpoint (/healthz/) at the same
+concurrency in the same run, in alternating windows. Afterwards the database
+is checked for double assignments (a sample labelled by more annotators than
+the overlap) and lost labels (a 201 that left no row), and the same clients
+are run against a WSGI app that does nothing, to show they are not the limit.
 
 Goal (issue 2): p99 of a loop at 32 annotators at most 3x the cheapest
 endpoint's p99; zero double assignments, on PostgreSQL and on SQLite.
@@ -151,11 +153,11 @@ PG_BACKGROUND = ("checkpointer", "background writer", "walwriter", "autovacuum l
 
 
 def _cpu_by_role(port):
-    """CPU seconds so far of this benchmark's gunicorn and of PostgreSQL's
-    backends on the benchmark's database plus its background writers (other
-    databases' backends are someone else's work)."""
+    """{pid: (role, CPU seconds so far)} of this benchmark's gunicorn and of
+    PostgreSQL's backends on the benchmark's database plus its background
+    writers (other databases' backends are someone else's work)."""
     ticks = os.sysconf("SC_CLK_TCK")
-    used = {"gunicorn": 0.0, "postgres": 0.0}
+    used = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -176,7 +178,17 @@ def _cpu_by_role(port):
         )
         if role:
             fields = stat[stat.rindex(")") + 2 :].split()
-            used[role] += (int(fields[11]) + int(fields[12])) / ticks
+            used[pid] = (role, (int(fields[11]) + int(fields[12])) / ticks)
+    return used
+
+
+def _role_deltas(before, after):
+    """CPU seconds per role between two ``_cpu_by_role`` snapshots. A process
+    that ended in between (a database connection closed after CONN_MAX_AGE)
+    takes its last moments with it: a slight undercount, never negative."""
+    used = {"gunicorn": 0.0, "postgres": 0.0}
+    for pid, (role, seconds) in after.items():
+        used[role] += seconds - before.get(pid, (role, 0.0))[1]
     return used
 
 
@@ -201,7 +213,7 @@ def _window(pool, groups, base_url, project, seconds, mode):
         "parts": pending.get(),
         "seconds": seconds,
         "machine": [b - a for a, b in zip(machine0, machine1, strict=True)],
-        "roles": {role: roles1[role] - roles0[role] for role in roles0},
+        "roles": _role_deltas(roles0, roles1),
     }
 
 
