@@ -172,3 +172,77 @@ def test_four_annotators_on_sqlite_never_exceed_the_overlap():
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="the SQLite variant")
 def test_expiring_leases_on_sqlite_lose_no_label():
     run_annotators(threads=4, samples=20, overlap=2, lease_seconds=0)
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="row locks and SKIP LOCKED are PostgreSQL's"
+)
+def test_labels_skips_releases_and_adjudication_together_keep_the_counters():
+    """Labels, skips, leaving the page, the expiry task and adjudication on the
+    same few samples at once: nothing raises (a deadlock would: every path
+    that waits for a sample's lease and queue rows takes the sample row
+    first, and next and the sweep never wait), and every item still open
+    keeps the invariant of services/queue.py: claims = live leases + labels,
+    labels_done = labels."""
+    from labelling.services.queue import lease_release, queue_expire_leases
+    from labelling.services.review import sample_adjudicate
+
+    project = ProjectFactory(overlap=3, lease_seconds=3600)
+    classes = [
+        LabelClassFactory(project=project, name="great"),
+        LabelClassFactory(project=project, name="other"),
+    ]
+    samples = [SampleFactory(project=project) for _ in range(100)]
+    queue_add(project=project, sample_ids=[s.pk for s in samples])
+    users = [UserFactory() for _ in range(8)]
+    for user in users:
+        MembershipFactory(project=project, user=user)
+    barrier = threading.Barrier(len(users))
+    errors = []
+
+    def worker(user, seed):
+        rng = random.Random(seed)
+        try:
+            barrier.wait()
+            for _ in range(30):
+                lease = queue_next(project=project, user=user)
+                sample = lease.item.sample if lease else rng.choice(samples)
+                action = rng.random()
+                if action < 0.45:
+                    annotation_submit(
+                        project=project, user=user, sample=sample, label=rng.choice(classes)
+                    )
+                elif action < 0.6:
+                    annotation_submit(project=project, user=user, sample=sample, skip=True)
+                elif action < 0.75 and lease:
+                    lease_release(project=project, user=user, item=lease.item)
+                elif action < 0.8:
+                    sample_adjudicate(sample=sample, by=user, label=rng.choice(classes))
+                elif action < 0.9:
+                    queue_expire_leases(project=project)
+                # else: keep the lease and move on
+        except Exception as exc:  # reported below; a thread must not die silently
+            errors.append(f"{user}: {exc!r}")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(u, i)) for i, u in enumerate(users)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a worker hung"
+    assert errors == []
+    open_items = QueueItem.objects.filter(project=project, state="open")
+    assert open_items.exists()  # the mix left some to check
+    for item in open_items:
+        latest = {}
+        for annotator_id, kind in (
+            Annotation.objects.filter(sample_id=item.sample_id)
+            .order_by("id")
+            .values_list("annotator_id", "kind")
+        ):
+            latest[annotator_id] = kind
+        labelled = sum(1 for kind in latest.values() if kind == Annotation.Kind.LABEL)
+        leases = Lease.objects.filter(item=item).count()
+        assert (item.claims, item.labels_done) == (leases + labelled, labelled)
