@@ -19,7 +19,6 @@ import http.client
 import json
 import multiprocessing
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -28,10 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import (  # noqa: E402
-    PYTHON,
-    ROOT,
+from bench.common import (
     bench_env,
+    django_json,  # noqa: E402
     emit,
     gunicorn,
     manage,
@@ -54,15 +52,7 @@ def seed(env, samples, annotators, overlap):
         f" overlap={overlap})\n"
         "print(json.dumps({'project': project.pk, 'tokens': [t for _, t in users]}))\n"
     )
-    out = subprocess.run(
-        [PYTHON, "-c", "import django; django.setup()\n" + script],
-        env=env,
-        cwd=ROOT,
-        check=True,
-        text=True,
-        capture_output=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return django_json(script, env=env)
 
 
 def _client(args):
@@ -324,15 +314,7 @@ def integrity(env, project):
         "rows = Annotation.objects.filter(project=p, origin='human').count()\n"
         "print(json.dumps({'double_assigned': over, 'label_rows': rows}))\n"
     )
-    out = subprocess.run(
-        [PYTHON, "-c", "import django; django.setup()\n" + script],
-        env=env,
-        cwd=ROOT,
-        check=True,
-        text=True,
-        capture_output=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return django_json(script, env=env)
 
 
 def main():

@@ -82,6 +82,19 @@ def manage(*args, env, check=True, capture=False):
     )
 
 
+def django_json(script, *, env):
+    """Run ``script`` in a fresh Django process; it prints a JSON line last."""
+    out = subprocess.run(
+        [PYTHON, "-c", "import django; django.setup()\n" + script],
+        env=env,
+        cwd=ROOT,
+        check=True,
+        text=True,
+        capture_output=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def setup_django(env):
     """Configure Django in this process with the benchmark's environment."""
     os.environ.update(env)
