@@ -149,6 +149,11 @@ class ModelVersion(models.Model):
     rule_set = models.ForeignKey(
         KeywordRuleSet, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
+    # The iteration this version was trained for (None: demo, command line,
+    # automatic retrain). An iteration keeps every attempt it made.
+    iteration = models.ForeignKey(
+        "Iteration", null=True, blank=True, on_delete=models.SET_NULL, related_name="versions"
+    )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.TRAINING)
     seed = models.PositiveIntegerField(default=0)
     library_versions = models.JSONField(default=dict, blank=True)
@@ -287,6 +292,7 @@ class Iteration(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self):
         return self.title

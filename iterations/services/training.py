@@ -497,6 +497,7 @@ def _finish_failed(job, *, message, error, actor, from_states):
         )
         if done:
             _set_status(job.version, ModelVersion.Status.FAILED, actor=actor)
+            _iteration_back_to_open(job.version)
             audit_record(
                 actor=actor,
                 action="training.failed",
@@ -516,7 +517,14 @@ def _finish_cancelled(job, *, actor, from_states):
         if done:
             # A cancelled version is never promotable.
             _set_status(job.version, ModelVersion.Status.FAILED, actor=actor)
+            _iteration_back_to_open(job.version)
             audit_record(actor=actor, action="training.cancelled", project=job.project, target=job)
+
+
+def _iteration_back_to_open(version):
+    from .iterations import iteration_training_finished  # imports this module
+
+    iteration_training_finished(version)
 
 
 def _one_line(error) -> str:
