@@ -22,6 +22,22 @@ USABLE_STATES = (
 BATCH_SIZE = 5000
 
 
+def usable_samples(project):
+    """The samples a snapshot of ``project`` freezes: active, with a settled
+    consensus label, and no open flag. Also counted by the automatic retrain
+    rule, so both agree on what a "new label" is."""
+    return Sample.objects.filter(
+        project=project,
+        status=Sample.Status.ACTIVE,
+        consensus_state__in=USABLE_STATES,
+        consensus_label__isnull=False,
+    ).exclude(
+        pk__in=Flag.objects.filter(sample__project=project, resolved_at__isnull=True).values(
+            "sample_id"
+        )
+    )
+
+
 def snapshot_create(*, project, by) -> DatasetSnapshot:
     """Freeze (sample, revision, consensus label, split) of every usable
     labelled sample of ``project``.
@@ -33,17 +49,7 @@ def snapshot_create(*, project, by) -> DatasetSnapshot:
     # One query with plain tuples: at 100,000 samples building model
     # instances would cost more than the rest of the work together.
     rows = list(
-        Sample.objects.filter(
-            project=project,
-            status=Sample.Status.ACTIVE,
-            consensus_state__in=USABLE_STATES,
-            consensus_label__isnull=False,
-        )
-        .exclude(
-            pk__in=Flag.objects.filter(sample__project=project, resolved_at__isnull=True).values(
-                "sample_id"
-            )
-        )
+        usable_samples(project)
         .order_by("id")
         .values_list("id", "external_id", "revision", "consensus_label_id", "split")
     )
