@@ -1,0 +1,112 @@
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from ml import drift
+
+
+def test_psi_matches_the_formula_by_hand():
+    ref, cur = [0.5, 0.3, 0.2], [0.3, 0.3, 0.4]
+    expected = sum((c - r) * math.log(c / r) for r, c in zip(ref, cur, strict=True))
+    assert drift.psi(ref, cur) == pytest.approx(expected)
+
+
+def test_psi_of_an_empty_bin_is_large_but_finite():
+    value = drift.psi([0.5, 0.5, 0.0], [0.4, 0.4, 0.2])
+    assert math.isfinite(value) and value > 1
+
+
+def test_psi_rejects_misaligned_vectors():
+    with pytest.raises(ValueError, match="differ in length"):
+        drift.psi([0.5, 0.5], [1.0])
+
+
+def test_numeric_drift_is_quiet_on_the_same_distribution_and_loud_on_a_shift():
+    rng = np.random.default_rng(0)
+    reference = rng.normal(0, 1, 20_000)
+    same = drift.numeric_drift("delay", reference, rng.normal(0, 1, 5_000))
+    shifted = drift.numeric_drift("delay", reference, rng.normal(1, 1, 5_000))
+    assert same.psi < drift.PSI_MODERATE
+    assert shifted.psi > drift.PSI_MAJOR
+    assert len(same.bins) == 9  # deciles of the reference
+
+
+def test_numeric_drift_ks_agrees_with_scipy_and_ignores_missing_values():
+    rng = np.random.default_rng(1)
+    reference = rng.exponential(2, 3_000)
+    current = np.append(rng.exponential(2.5, 2_000), [np.nan] * 500)
+    result = drift.numeric_drift("distance", reference, current)
+    expected = stats.ks_2samp(reference, current[~np.isnan(current)])
+    assert result.ks_statistic == pytest.approx(expected.statistic)
+    assert result.ks_p_value == pytest.approx(expected.pvalue)
+    assert result.current_missing == pytest.approx(0.2)
+    assert result.reference_missing == 0
+
+
+def test_missing_values_appearing_count_as_drift():
+    reference = list(range(1000))
+    current = list(range(500)) + [None] * 500
+    assert drift.numeric_drift("x", reference, current).psi > drift.PSI_MAJOR
+
+
+def test_numeric_drift_needs_numbers_in_the_reference():
+    with pytest.raises(ValueError, match="'x'.*no numeric values"):
+        drift.numeric_drift("x", ["a", "b"], [1, 2])
+    with pytest.raises(ValueError, match="'x'.*both sides"):
+        drift.numeric_drift("x", [1, 2], [])
+
+
+def test_categorical_drift_chi_square_matches_scipy():
+    reference = ["a"] * 600 + ["b"] * 300 + ["c"] * 100
+    current = ["a"] * 200 + ["b"] * 200 + ["d"] * 100
+    result = drift.categorical_drift("carrier", reference, current)
+    table = np.array([[600, 300, 100, 0], [200, 200, 0, 100]])
+    expected = stats.chi2_contingency(table)
+    assert result.chi2 == pytest.approx(expected.statistic)
+    assert result.chi2_p_value == pytest.approx(expected.pvalue)
+    assert result.current_share["d"] == pytest.approx(0.2)
+    assert result.reference_share["d"] == 0
+    assert result.psi > drift.PSI_MAJOR
+
+
+def test_categorical_drift_of_a_single_category_has_no_test():
+    result = drift.categorical_drift("x", ["a"] * 10, ["a"] * 5)
+    assert result.chi2 is None and result.psi == pytest.approx(0)
+
+
+def test_text_drift_sees_new_words_and_a_moved_centroid():
+    reference = ["the tea is delicious and fresh"] * 50 + ["stale coffee, bad taste"] * 50
+    similar = ["the tea is delicious and fresh"] * 20 + ["stale coffee, bad taste"] * 25
+    foreign = ["la livraison était en retard"] * 60
+    quiet = drift.text_drift("review", reference, similar)
+    loud = drift.text_drift("review", reference, foreign)
+    assert quiet.oov_share == 0 and quiet.reference_oov_share == 0
+    assert quiet.centroid_distance < 0.05
+    assert loud.oov_share == 1 and loud.centroid_distance > 0.9
+    alerts = drift.alerts([quiet, loud])
+    assert [(a.field, a.measure) for a in alerts] == [
+        ("review", "oov_share"),
+        ("review", "centroid_distance"),
+    ]
+    assert "100% of words were never seen" in alerts[0].sentence
+
+
+def test_prediction_drift_and_alert_sentences():
+    result = drift.prediction_drift(
+        ["on time"] * 87 + ["late"] * 13, ["on time"] * 67 + ["late"] * 33
+    )
+    assert result.field == "predicted class"
+    (alert,) = drift.alerts([result], drift.Thresholds(psi=0.1))
+    assert alert.measure == "psi" and "above 0.1" in alert.sentence
+    assert drift.alerts([result], drift.Thresholds(psi=None)) == []
+
+
+def test_p_value_alerts_are_opt_in():
+    reference = ["a"] * 500 + ["b"] * 500
+    current = ["a"] * 560 + ["b"] * 440
+    result = drift.categorical_drift("x", reference, current)
+    assert drift.alerts([result]) == []  # PSI is small
+    (alert,) = drift.alerts([result], drift.Thresholds(psi=None, p_value=0.05))
+    assert "chi-square" in alert.sentence
