@@ -1,7 +1,8 @@
 """Is model B really better than model A on the same holdout?
 
-Paired bootstrap confidence intervals of metric differences, McNemar's exact
-test on correctness, and the flipped samples.
+Paired bootstrap confidence intervals of metric differences (and of each
+class's recall difference, from the same resamples), McNemar's exact test on
+correctness, and the flipped samples.
 
 The bootstrap draws one (n_resamples, n) index matrix from the seed and uses
 it for every metric, so all intervals come from the same resamples. Every
@@ -48,6 +49,26 @@ class BootstrapCI:
     @property
     def excludes_zero(self) -> bool:
         return self.low > 0 or self.high < 0
+
+
+@dataclass(frozen=True)
+class RecallCI:
+    """Percentile interval of (recall of B − recall of A) for one class;
+    None throughout when the holdout has no sample of the class."""
+
+    label: object
+    a: float | None
+    b: float | None
+    difference: float | None
+    low: float | None
+    high: float | None
+    confidence: float
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    metrics: dict[str, BootstrapCI]
+    recall: list[RecallCI]  # in ``classes`` order
 
 
 @dataclass(frozen=True)
@@ -157,6 +178,13 @@ def bootstrap_distribution(
     n = len(t)
     if indices is None:
         indices = bootstrap_indices(n, n_resamples, seed)
+    sums = _resample_sums(t, pa, pb, k, gains, indices)
+    return _metrics_from_sums(sums, n, k, metrics)
+
+
+def _resample_sums(t, pa, pb, k, gains, indices) -> np.ndarray:
+    """(resamples, 5k + 2) column totals of every resample (see ``_cells``)."""
+    n = len(t)
     cell, columns = _cells(t, pa, pb, k, gains)
     m = columns.shape[0]
     counts = np.empty((indices.shape[0], m))
@@ -170,8 +198,7 @@ def bootstrap_distribution(
         counts[start : start + rows] = np.bincount(keys.ravel(), minlength=rows * m).reshape(
             rows, m
         )
-    sums = counts @ columns
-    return _metrics_from_sums(sums, n, k, metrics)
+    return counts @ columns
 
 
 def paired_bootstrap(
@@ -189,10 +216,7 @@ def paired_bootstrap(
     """Percentile confidence interval of metric(B) − metric(A) for each metric,
     resampling the holdout rows with replacement (the same rows for A and B:
     the pairing is what makes small differences detectable)."""
-    if not 0 < confidence < 1:
-        raise ValueError("confidence must be between 0 and 1")
-    metrics = list(metrics)
-    distribution = bootstrap_distribution(
+    return paired_comparison(
         y_true,
         pred_a,
         pred_b,
@@ -200,12 +224,41 @@ def paired_bootstrap(
         metrics=metrics,
         gain_matrix=gain_matrix,
         n_resamples=n_resamples,
+        confidence=confidence,
         seed=seed,
-    )
+    ).metrics
+
+
+def paired_comparison(
+    y_true,
+    pred_a,
+    pred_b,
+    classes: Sequence,
+    *,
+    metrics: Sequence[str] = ("accuracy", "macro_f1"),
+    gain_matrix=None,
+    n_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> PairedComparison:
+    """``paired_bootstrap``'s intervals plus each class's recall difference,
+    all from the same resamples (one index matrix, one pass of counting).
+
+    A resample that happens to hold no sample of a class has no recall for
+    it; the recall interval is taken over the resamples that do. A class
+    with no sample in the holdout at all gets None for its recalls and
+    interval (it cannot be measured, and a number would pretend otherwise).
+    """
+    if not 0 < confidence < 1:
+        raise ValueError("confidence must be between 0 and 1")
+    metrics = list(metrics)
     t, pa, pb, k, gains = _prepare(y_true, pred_a, pred_b, classes, metrics, gain_matrix)
-    cell, columns = _cells(t, pa, pb, k, gains)
-    whole_counts = np.bincount(cell, minlength=columns.shape[0]).astype(np.float64)
-    whole = _metrics_from_sums((whole_counts @ columns)[None, :], len(t), k, metrics)
+    n = len(t)
+    sums = _resample_sums(t, pa, pb, k, gains, bootstrap_indices(n, n_resamples, seed))
+    # The whole holdout is the "resample" that takes every row once.
+    whole_sums = _resample_sums(t, pa, pb, k, gains, np.arange(n, dtype=np.int32)[None, :])
+    distribution = _metrics_from_sums(sums, n, k, metrics)
+    whole = _metrics_from_sums(whole_sums, n, k, metrics)
     tail = (1 - confidence) / 2
     result = {}
     for name in metrics:
@@ -223,7 +276,32 @@ def paired_bootstrap(
             n_resamples=n_resamples,
             seed=seed,
         )
-    return result
+    recalls = []
+    true, tp_a, tp_b = sums[:, :k], sums[:, 3 * k : 4 * k], sums[:, 4 * k : 5 * k]
+    support = whole_sums[0, :k]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        differences = np.where(true > 0, (tp_b - tp_a) / true, np.nan)
+    for i, label in enumerate(list(classes)):
+        if support[i] == 0:
+            recalls.append(RecallCI(label, None, None, None, None, None, confidence))
+            continue
+        column = differences[:, i]
+        column = column[~np.isnan(column)]
+        a = float(whole_sums[0, 3 * k + i] / support[i])
+        b = float(whole_sums[0, 4 * k + i] / support[i])
+        low, high = np.quantile(column, [tail, 1 - tail]) if len(column) else (None, None)
+        recalls.append(
+            RecallCI(
+                label,
+                a,
+                b,
+                b - a,
+                None if low is None else float(low),
+                None if high is None else float(high),
+                confidence,
+            )
+        )
+    return PairedComparison(metrics=result, recall=recalls)
 
 
 def _correctness(y_true, pred_a, pred_b):
