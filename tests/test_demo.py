@@ -7,10 +7,21 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from iterations.models import (
+    Artifact,
+    DatasetSnapshot,
+    Iteration,
+    KeywordRuleSet,
+    ModelVersion,
+    TrainingJob,
+)
+from iterations.services.artifacts import ensemble_load
+from iterations.services.training import snapshot_train_frame
 from labelling.management.commands import demo
 from labelling.models import Annotation, Membership, Project, QueueItem, Sample
 from leanml_site.models import AuditEvent
 from leanml_site.roles import Role
+from ml.submodels import create
 
 LIMIT = 40  # rows per table: 20 labelled on import, 12 double-labelled, the rest queued
 
@@ -18,6 +29,7 @@ LIMIT = 40  # rows per table: 20 labelled on import, 12 double-labelled, the res
 @pytest.fixture
 def var_dir(settings, tmp_path):
     settings.VAR_DIR = tmp_path
+    settings.MEDIA_ROOT = tmp_path / "media"
     settings.DEBUG = True  # the test runner turns it off; the demo is for DEBUG runs
     return tmp_path
 
@@ -135,6 +147,73 @@ def test_reset_rebuilds_with_new_passwords_and_records_it(var_dir):
     assert new["owner"] != old["owner"]
     assert get_user_model().objects.get(username="owner").check_password(new["owner"])
     assert AuditEvent.objects.filter(action="demo.reset").count() == 1
+
+
+@pytest.mark.django_db
+def test_it_ends_with_a_first_model_trained_through_an_iteration(var_dir):
+    build()
+
+    project = Project.objects.get(name="Fine-food reviews")
+    rule_set = KeywordRuleSet.objects.get(project=project)
+    assert (rule_set.number, rule_set.created_by.username) == (1, "expert")
+    iteration = Iteration.objects.get(project=project)
+    assert (iteration.title, iteration.opened_by.username) == ("First model", "scientist")
+    version = ModelVersion.objects.get(project=project)
+    assert (version.number, version.iteration, iteration.candidate) == (1, iteration, version)
+    assert version.rule_set == rule_set
+    assert version.created_by.username == "scientist"
+    job = TrainingJob.objects.get(version=version)
+    assert job.state == TrainingJob.State.SUCCEEDED, job.error
+    # The default ensemble has its three sub-models, the rules among them.
+    assert [m["key"] for m in version.ensemble.submodels] == ["text", "fields", "rules"]
+    keys = set(version.artifacts.values_list("key", flat=True))
+    assert keys == {"text", "fields", "rules", Artifact.COMBINER}
+    assert all((var_dir / "media" / a.file.name).is_file() for a in version.artifacts.all())
+    # The stored model loads and predicts the project's classes on its holdout.
+    holdout, labels = snapshot_train_frame(version.snapshot, split="holdout")
+    assert len(holdout) > 0
+    proba = ensemble_load(version).predict_proba(holdout)
+    assert proba.shape == (len(holdout), 2)
+    assert AuditEvent.objects.filter(
+        project=project, action="training.succeeded", actor__username="scientist"
+    ).exists()
+    assert AuditEvent.objects.filter(
+        project=project, action="rule_set.create", actor__username="expert"
+    ).exists()
+
+
+def test_each_of_the_experts_rules_fires_on_real_reviews_and_mostly_rightly():
+    train, _ = demo.load_reviews()
+    # The rule set stores the class as "label"; the sub-model reads "class".
+    rules = [{("class" if k == "label" else k): v for k, v in r.items()} for r in demo.RULES]
+    fired = create("keyword_rules", fields=["review"], params={"rules": rules}).fired(train)
+
+    for column, rule in zip(fired.columns, demo.RULES, strict=True):
+        hits = fired[column]
+        assert hits.sum() >= 10, column
+        assert (train["score"][hits] == rule["label"]).mean() >= 0.7, column
+
+
+@pytest.mark.django_db
+def test_reset_deletes_the_models_and_their_files_too(var_dir, django_capture_on_commit_callbacks):
+    build()
+    old_project = Project.objects.get(name="Fine-food reviews")
+    old_files = [var_dir / "media" / a.file.name for a in Artifact.objects.all()]
+    assert old_files and all(path.is_file() for path in old_files)
+
+    # The files go once the deletion is committed.
+    with django_capture_on_commit_callbacks(execute=True):
+        build("--reset")
+
+    assert not any(path.exists() for path in old_files)
+    assert not (var_dir / "media" / "artifacts" / str(old_project.pk)).exists()
+    for model in (Iteration, ModelVersion, TrainingJob, DatasetSnapshot, KeywordRuleSet):
+        assert not model.objects.filter(project_id=old_project.pk).exists(), model
+    assert not Artifact.objects.filter(version__project_id=old_project.pk).exists()
+    # And the new build trained its own first model.
+    project = Project.objects.get(name="Fine-food reviews")
+    version = ModelVersion.objects.get(project=project)
+    assert all((var_dir / "media" / a.file.name).is_file() for a in version.artifacts.all())
 
 
 @pytest.mark.django_db

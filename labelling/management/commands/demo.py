@@ -16,6 +16,7 @@ Demo passwords are random, made on the first build, and kept only in
 ``$LEANML_VAR_DIR/demo_logins.txt`` (mode 0600), since a hash cannot be read back.
 """
 
+import contextlib
 import os
 import random
 import secrets
@@ -28,6 +29,18 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from iterations.models import (
+    Artifact,
+    DatasetSnapshot,
+    Decision,
+    Iteration,
+    KeywordRuleSet,
+    ModelVersion,
+    RegressionReport,
+    TrainingJob,
+)
+from iterations.services.iterations import iteration_create, iteration_retrain
+from iterations.services.training import training_run
 from leanml_site.audit import audit_record
 from leanml_site.models import AuditEvent
 from leanml_site.roles import Role
@@ -79,6 +92,20 @@ CLASSES = [
         "description": "Anything less than great: mixed, lukewarm, negative, or off-topic.",
     },
 ]
+FIRST_ITERATION = "First model"
+# The expert's first keyword rules: words that, in these reviews, nearly always
+# go with delight or with its absence. Plain patterns match whole words;
+# "disappoint" is a regular expression to catch disappointed/disappointing.
+RULES = [
+    {"pattern": "delicious", "label": "great", "weight": 1.0},
+    {"pattern": "love", "label": "great", "weight": 1.0},
+    {"pattern": "highly recommend", "label": "great", "weight": 1.5},
+    {"pattern": "the best", "label": "great", "weight": 1.0},
+    {"pattern": r"\bdisappoint", "label": "other", "weight": 1.5, "regex": True},
+    {"pattern": "stale", "label": "other", "weight": 1.5},
+    {"pattern": "waste of money", "label": "other", "weight": 2.0},
+    {"pattern": "not worth", "label": "other", "weight": 1.5},
+]
 FIELDS = [
     {"name": "review", "kind": "text", "shown": True},
     {"name": "product", "kind": "category", "shown": True},
@@ -113,6 +140,22 @@ def load_reviews(limit=None):
             )
         )
     return frames
+
+
+def _remove_files(names):
+    """Delete these media files, then their folders once empty (never a
+    folder with anything else in it: artifacts of other projects may share it)."""
+    root = Path(settings.MEDIA_ROOT).resolve()
+    folders = set()
+    for name in names:
+        path = (root / name).resolve()
+        if root not in path.parents:
+            continue  # not under the media dir: not ours to delete
+        path.unlink(missing_ok=True)
+        folders.update(p for p in path.parents if root in p.parents)
+    for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):  # not empty, or already gone
+            folder.rmdir()
 
 
 class Command(BaseCommand):
@@ -158,6 +201,13 @@ class Command(BaseCommand):
                 # since the old ones cannot be recovered from their hashes.
                 self._write_logins(self._set_passwords(self._users()))
             self.stdout.write(f"The demo project '{PROJECT_NAME}' is already there.")
+            if not project.model_versions.exists():
+                self.stdout.write(
+                    self.style.WARNING(
+                        "It has no model yet (its first training did not finish); "
+                        "`manage.py demo --reset` builds it again."
+                    )
+                )
             self._print_logins(login_url)
             return
 
@@ -168,6 +218,13 @@ class Command(BaseCommand):
             passwords = self._set_passwords(users)
             project = self._build(users, limit=limit, labelled=labelled)
         self._write_logins(passwords)
+        # Trained after the data is committed: the job's progress and
+        # heartbeat are written by other connections, as on a worker. A
+        # failure is reported, not fatal: the labelling side still works.
+        try:
+            self._first_model(project, users)
+        except CommandError as error:
+            self.stderr.write(self.style.WARNING(str(error)))
         self._print_summary(project)
         self._print_logins(login_url)
 
@@ -221,7 +278,6 @@ class Command(BaseCommand):
             )
 
         self._double_label(project, users, train.iloc[labelled:])
-        self._first_model(project)
         return project
 
     def _import(self, project, by, path, frame, label_column):
@@ -265,15 +321,52 @@ class Command(BaseCommand):
                     seconds=round(timing.uniform(3, 15), 1),
                 )
 
-    def _first_model(self, project):
-        """Hook: the demo's first trained model.
+    def _first_model(self, project, users):
+        """Version 1, through the path every retrain takes, so the demo opens
+        on a project with a production model to improve.
 
-        Training belongs to the iterations app (a later issue). When it lands,
-        this trains the first model on the labelled rows, through its service
-        and a Celery job like any retrain, so ``make run`` opens on a project
-        with a model to improve.
+        The expert writes keyword rules v1 (so the default ensemble has its
+        three sub-models: text, product, rules); the data scientist opens the
+        iteration "First model" and retrains; the job runs in this process
+        (``queue=False`` + ``training_run``), because during ``make run`` the
+        Celery worker only starts after this command, and a queued job would
+        make the demo wait for it. The regression test follows, the product
+        manager approves on its report, and the owner puts the approved
+        version in production.
         """
-        return None
+        self._rule_set(project, users["expert"])
+        iteration = iteration_create(
+            project=project,
+            by=users["scientist"],
+            title=FIRST_ITERATION,
+            hypothesis="The historical five-star scores and the experts' keyword rules are "
+            "enough for a first model that tells delighted reviews from the rest.",
+            expected_gain="A production model to measure every later change against.",
+            effort="Small",
+        )
+        job = iteration_retrain(iteration=iteration, by=users["scientist"], queue=False)
+        job = training_run(job_id=job.pk)
+        if job.state != TrainingJob.State.SUCCEEDED:
+            raise CommandError(f"The demo's first model did not train: {job.message}")
+        return job.version
+
+    def _rule_set(self, project, expert):
+        """Keyword rules v1, as the expert would write them on the rules page."""
+        rule_set = KeywordRuleSet.objects.create(
+            project=project,
+            number=1,
+            rules=RULES,
+            note="First rules: words that nearly always mean delight, or its absence.",
+            created_by=expert,
+        )
+        audit_record(
+            actor=expert,
+            action="rule_set.create",
+            project=project,
+            target=rule_set,
+            after={"number": rule_set.number, "rules": len(RULES)},
+        )
+        return rule_set
 
     # --- resetting -----------------------------------------------------------
 
@@ -285,6 +378,7 @@ class Command(BaseCommand):
         dependency order; the reset itself is audited.
         """
         name = str(project)
+        self._delete_models(project)
         samples = Sample.objects.filter(project=project)
         Annotation.objects.filter(project=project).delete()
         Adjudication.objects.filter(sample__project=project).delete()
@@ -294,6 +388,27 @@ class Command(BaseCommand):
         AuditEvent.objects.filter(project=project).delete()
         project.delete()
         audit_record(actor=None, action="demo.reset", after={"deleted_project": name})
+
+    def _delete_models(self, project):
+        """The iterations rows, newest evidence first: decisions protect their
+        report and version, reports their versions, iterations their
+        candidate, versions their parent, snapshot and configuration,
+        snapshot rows their samples. The artifact files go once the deletion
+        is committed, so a reset that fails half-way keeps the models it
+        still lists."""
+        versions = ModelVersion.objects.filter(project=project)
+        Decision.objects.filter(iteration__project=project).delete()
+        RegressionReport.objects.filter(project=project).delete()
+        Iteration.objects.filter(project=project).delete()
+        artifacts = Artifact.objects.filter(version__project=project)
+        files = {name for name in artifacts.values_list("file", flat=True) if name}
+        artifacts.update(source=None)
+        artifacts.delete()
+        TrainingJob.objects.filter(project=project).delete()
+        versions.update(parent=None)
+        versions.delete()
+        DatasetSnapshot.objects.filter(project=project).delete()
+        transaction.on_commit(lambda: _remove_files(files))
 
     # --- output --------------------------------------------------------------
 
