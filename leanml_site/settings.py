@@ -246,6 +246,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Several models have a "status"; each choice set gets its own schema name.
+    "ENUM_NAME_OVERRIDES": {
+        "IterationStatusEnum": "iterations.models.Iteration.Status",
+        "ModelVersionStatusEnum": "iterations.models.ModelVersion.Status",
+        "StatusEnum": "labelling.models.Sample.Status",
+    },
 }
 
 # --- Security -------------------------------------------------------------------
