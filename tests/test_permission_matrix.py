@@ -137,6 +137,8 @@ def _url_kwargs(keys):
         "m": "membership_pk",
         "flag": "flag_pk",
         "job": "job_pk",
+        "it": "pk",
+        "tj": "job_pk",
     }
     return [names[k] for k in keys]
 
@@ -203,3 +205,73 @@ def test_api_project_list_shows_nothing_of_other_projects(team, world):
     response = team.client(team.outsider).get("/api/v1/projects/")
     names = [p["name"] for p in response.json()["results"]]
     assert names == ["Someone else's"]
+
+
+# --- iteration pages -------------------------------------------------------------------
+T, D = Capability.TRAIN, Capability.DECIDE
+ITERATION_PAGES = [
+    ("get", "iterations:iteration_list", ["p"], V, None),
+    ("get", "iterations:iteration_create", ["p"], T, None),
+    ("post", "iterations:iteration_create", ["p"], T, {"title": "t", "hypothesis": "h"}),
+    ("get", "iterations:iteration_detail", ["p", "it"], V, None),
+    ("post", "iterations:iteration_retrain", ["p", "it"], T, {}),
+    ("post", "iterations:iteration_decide", ["p", "it"], D, {"verdict": "approve"}),
+    ("post", "iterations:iteration_rerun", ["p", "it"], T, {}),
+    ("get", "iterations:job_progress", ["p", "it", "tj"], V, None),
+    ("post", "iterations:job_cancel", ["p", "it", "tj"], T, {}),
+]
+
+
+@pytest.fixture
+def iteration_world(team, world):
+    from iterations.models import (
+        DatasetSnapshot,
+        EnsembleConfig,
+        Iteration,
+        ModelVersion,
+        TrainingJob,
+    )
+
+    project, owner = team.project, team.users["owner"]
+    iteration = Iteration.objects.create(
+        project=project, title="t", hypothesis="h", opened_by=owner
+    )
+    snap = DatasetSnapshot.objects.create(project=project, content_hash="0" * 64, row_count=0)
+    config = EnsembleConfig.objects.create(
+        project=project,
+        number=1,
+        submodels=[{"key": "text", "name": "tfidf_logreg", "fields": ["text"], "params": {}}],
+    )
+    version = ModelVersion.objects.create(
+        project=project, number=1, snapshot=snap, ensemble=config, iteration=iteration
+    )
+    job = TrainingJob.objects.create(project=project, version=version, state="running")
+    return {**world, "it": iteration.pk, "tj": job.pk}
+
+
+@pytest.mark.parametrize("who", [*ROLES, "outsider", "anonymous"])
+@pytest.mark.parametrize(("method", "name", "keys", "capability", "data"), ITERATION_PAGES)
+def test_iteration_page_access(team, iteration_world, who, method, name, keys, capability, data):
+    test_page_access(team, iteration_world, who, method, name, keys, capability, data)
+
+
+@pytest.mark.parametrize("who", [*ROLES, "outsider", "anonymous"])
+def test_iteration_abandon_access(team, iteration_world, who):
+    """Abandoning is for those who train or decide: data scientists, product managers, owners."""
+    from django.test import Client
+
+    client = (
+        Client() if who == "anonymous" else team.client(team.outsider if who == "outsider" else who)
+    )
+    response = _page_request(
+        client, "post", "iterations:iteration_abandon", ["p", "it"], {}, iteration_world
+    )
+    if who == "anonymous":
+        assert response.status_code == 302
+        assert response["Location"].startswith(reverse("login"))
+    elif who == "outsider":
+        assert response.status_code == 404
+    elif who in CAPABILITIES[Capability.TRAIN] | CAPABILITIES[Capability.DECIDE]:
+        _expect_allowed(response)
+    else:
+        assert response.status_code == 403
