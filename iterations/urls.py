@@ -7,6 +7,7 @@ model settings pages (value metric, gates, keyword rules).
 from django.urls import path  # noqa: F401
 
 from .views import iterations as iteration_views
+from .views import settings as settings_views
 
 app_name = "iterations"
 
@@ -33,6 +34,18 @@ iteration_patterns = [
 ]
 
 # --- model settings: value metric, gates, keyword rules --------------------------------
-settings_patterns = []
+settings_patterns = [
+    path(
+        "projects/<int:project_pk>/model-settings/",
+        settings_views.model_settings,
+        name="model_settings",
+    ),
+    path("projects/<int:project_pk>/rules/", settings_views.rules, name="rules"),
+    path(
+        "projects/<int:project_pk>/rules/preview/",
+        settings_views.rules_preview,
+        name="rules_preview",
+    ),
+]
 
 urlpatterns = [*iteration_patterns, *settings_patterns]
