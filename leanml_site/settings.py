@@ -234,7 +234,11 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "leanml_site.api.exception_handler",
-    "DEFAULT_THROTTLE_RATES": {"user": "6000/minute"},
+    # "api_key": each monitoring client key (a call can carry 100,000 rows).
+    "DEFAULT_THROTTLE_RATES": {
+        "user": "6000/minute",
+        "api_key": os.environ.get("LEANML_API_KEY_RATE", "600/minute"),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "LeanML API",

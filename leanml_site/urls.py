@@ -12,8 +12,10 @@ urlpatterns = [
     path("healthz/", healthz, name="healthz"),
     path("api/v1/", include("labelling.api.urls")),
     path("api/v1/", include("iterations.api.urls")),
+    path("api/v1/", include("monitoring.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include("iterations.urls")),
+    path("", include("monitoring.urls")),
     path("", include("labelling.urls")),
 ]

@@ -1,0 +1,15 @@
+"""Monitoring API routes, mounted under /api/v1/."""
+
+from django.urls import path
+
+from . import api
+
+_P = "projects/<int:project_pk>/"
+
+urlpatterns = [
+    path(f"{_P}predictions/", api.predictions, name="prediction-logs"),
+    path(f"{_P}outcomes/", api.outcomes, name="outcomes"),
+    path(f"{_P}feedback/", api.feedback, name="feedback"),
+    path(f"{_P}api-keys/", api.api_keys, name="api-key-list"),
+    path(f"{_P}api-keys/<int:pk>/revoke/", api.api_key_revoke_view, name="api-key-revoke"),
+]

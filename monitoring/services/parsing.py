@@ -1,0 +1,202 @@
+"""Request bodies (JSON list, JSON Lines, CSV) into pandas frames, and the
+row-level error report every ingestion endpoint answers with."""
+
+import io
+import json
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+MAX_ROWS = 100_000
+# A body this large is refused before it is read: 100,000 rows of a few
+# kilobytes each fit with room to spare.
+MAX_BODY_BYTES = 256 * 1024 * 1024
+MAX_ERRORS_LISTED = 20
+
+MEDIA_TYPES = {
+    "application/json": "json",
+    "application/x-ndjson": "jsonl",
+    "application/jsonl": "jsonl",
+    "application/x-jsonlines": "jsonl",
+    "text/csv": "csv",
+}
+
+
+class IngestError(Exception):
+    """Why a batch was refused (nothing of it was stored).
+
+    ``errors`` lists up to ``MAX_ERRORS_LISTED`` row errors, each
+    ``{"row", "field", "value", "message"}`` with ``row`` 1-based (the first
+    object, JSON line or CSV data row after the header is row 1);
+    ``error_count`` counts them all. ``status`` is the HTTP status to answer.
+    """
+
+    def __init__(self, message, *, field=None, errors=(), error_count=None, status=400):
+        self.message = message
+        self.field = field
+        self.errors = list(errors)
+        self.error_count = len(self.errors) if error_count is None else error_count
+        self.status = status
+        super().__init__(message)
+
+    def as_dict(self):
+        return {
+            "message": self.message,
+            "field": self.field,
+            "errors": self.errors,
+            "error_count": self.error_count,
+        }
+
+
+def _shorten(value, limit=200):
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass
+class RowErrors:
+    """Collects row errors; keeps the first few in row order, counts all."""
+
+    offset: int = 0  # rows before this batch (a command's earlier chunks)
+    count: int = 0
+    listed: list = field(default_factory=list)
+
+    def add(self, index, field_name, value, message):
+        self.count += 1
+        self.listed.append(
+            {
+                "row": int(index) + 1 + self.offset,
+                "field": field_name,
+                "value": None if value is None else _shorten(value),
+                "message": message,
+            }
+        )
+
+    def add_many(self, indexes, field_name, values, message):
+        """The same problem on several rows (``message`` may use ``{value}``)."""
+        indexes = list(indexes)
+        self.count += len(indexes)
+        # Only the first few per problem can end up listed.
+        for index, value in list(zip(indexes, values, strict=True))[:MAX_ERRORS_LISTED]:
+            self.listed.append(
+                {
+                    "row": int(index) + 1 + self.offset,
+                    "field": field_name,
+                    "value": None if value is None else _shorten(value),
+                    "message": message.format(value=_shorten(value, 60)),
+                }
+            )
+
+    def raise_if_any(self):
+        if not self.count:
+            return
+        self.listed.sort(key=lambda e: (e["row"], e["field"] or ""))
+        listed = self.listed[:MAX_ERRORS_LISTED]
+        first = listed[0]
+        rows = "1 row has an error" if self.count == 1 else f"{self.count:,} row errors"
+        raise IngestError(
+            f"{rows}; nothing was stored. Row {first['row']}, {first['field']}: {first['message']}",
+            field=first["field"],
+            errors=listed,
+            error_count=self.count,
+        )
+
+
+def format_for(content_type):
+    media = (content_type or "").split(";")[0].strip().lower()
+    fmt = MEDIA_TYPES.get(media)
+    if fmt is None:
+        raise IngestError(
+            f"Unsupported Content-Type “{media or 'none'}”: send application/json (a list of "
+            "objects), application/x-ndjson (one object a line) or text/csv.",
+            field="Content-Type",
+            status=415,
+        )
+    return fmt
+
+
+def too_many(rows):
+    return IngestError(
+        f"{rows:,} rows in one request; the limit is {MAX_ROWS:,} rows per request. "
+        "Split the batch (the manage.py ingest_predictions command does this for files).",
+        field="rows",
+        status=413,
+    )
+
+
+def read_body(
+    body: bytes, fmt, *, csv_text_columns=(), max_rows=MAX_ROWS, row_offset=0
+) -> pd.DataFrame:
+    """A frame of the body's rows (index 0..n-1); JSON rows must be objects.
+    ``row_offset``: rows before these (a file's earlier chunks), for messages."""
+    if fmt == "csv":
+        return _read_csv(body, csv_text_columns, max_rows)
+    if fmt == "jsonl":
+        lines = body.splitlines()
+        # A trailing newline (or blank lines) is not a row; row numbers
+        # count the lines that are.
+        lines = [line for line in lines if line.strip()]
+        if len(lines) > max_rows:
+            raise too_many(len(lines))
+        try:
+            records = json.loads(b"[" + b",".join(lines) + b"]")
+        except ValueError:
+            _raise_bad_json_line(lines, row_offset)
+    else:
+        try:
+            records = json.loads(body)
+        except ValueError as exc:
+            raise IngestError(
+                f"The body is not valid JSON: {exc}.", field="body", status=400
+            ) from None
+        if not isinstance(records, list):
+            raise IngestError(
+                "The body must be a JSON list of objects (one per prediction).", field="body"
+            )
+        if len(records) > max_rows:
+            raise too_many(len(records))
+    errors = RowErrors(offset=row_offset)
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            errors.add(index, "row", record, "each row must be a JSON object")
+            if errors.count >= MAX_ERRORS_LISTED:
+                break
+    errors.raise_if_any()
+    if not records:
+        raise IngestError("The batch is empty.", field="body")
+    return pd.DataFrame.from_records(records)
+
+
+def _raise_bad_json_line(lines, row_offset):
+    errors = RowErrors(offset=row_offset)
+    for index, line in enumerate(lines):
+        try:
+            json.loads(line)
+        except ValueError as exc:
+            errors.add(index, "row", line.decode("utf-8", "replace"), f"not valid JSON ({exc})")
+            if errors.count >= MAX_ERRORS_LISTED:
+                break
+    errors.raise_if_any()
+    raise IngestError("The body is not valid JSON Lines.", field="body")  # pragma: no cover
+
+
+def _read_csv(body, text_columns, max_rows):
+    try:
+        frame = pd.read_csv(
+            io.BytesIO(body),
+            dtype=dict.fromkeys(text_columns, str),
+            encoding="utf-8",
+            # "NA" or "null" may be a real value of a text field; only an
+            # empty cell means "no value".
+            keep_default_na=False,
+            na_values=[""],
+        )
+    except pd.errors.EmptyDataError:
+        raise IngestError("The CSV body is empty.", field="body") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise IngestError(f"The CSV body cannot be read: {exc}", field="body") from None
+    if len(frame) > max_rows:
+        raise too_many(len(frame))
+    if frame.empty:
+        raise IngestError("The batch is empty.", field="body")
+    return frame

@@ -1,0 +1,538 @@
+"""Prediction logs in bulk: validate a whole batch, then store all of it or nothing.
+
+A batch is a pandas frame, from a request body (``parsing.read_body``) or a
+chunk of a file (the ``ingest_predictions`` command). Every row is checked
+before anything is written; a batch with any bad row is refused with the
+rows, fields and values at fault. Re-sending a batch is safe: a request id
+already stored with the same content counts as "already stored", with
+different content it is a row error (and the whole batch is refused).
+
+JSON fields: ``request_id``, ``timestamp`` (ISO 8601; no offset means UTC),
+``model_version`` (the version number), ``data`` (object: the fields the
+model saw), ``predicted`` (class name), ``probabilities`` (object
+``{class: p}`` naming every class of the project, each in [0, 1], summing to
+1 within 0.01), optional ``latency_ms`` and ``segment`` (object).
+
+CSV columns: ``request_id``, ``timestamp``, ``model_version``, ``predicted``,
+``p_<class>`` for every class, optional ``latency_ms``, optional
+``segment_<name>`` columns (gathered into ``segment``); every other column
+is a field of ``data``.
+"""
+
+import json
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from django.db import connection, transaction
+from django.utils import timezone
+from psycopg import postgres
+from psycopg.adapt import Dumper
+from psycopg.pq import Format
+
+from iterations.models import ModelVersion
+
+from ..models import PredictionLog
+from .parsing import MAX_ERRORS_LISTED, IngestError, RowErrors
+
+PROBABILITY_TOLERANCE = 0.01
+REQUIRED = ("request_id", "timestamp", "model_version", "predicted")
+JSON_FIELDS = {*REQUIRED, "data", "probabilities", "latency_ms", "segment"}
+CSV_TEXT_COLUMNS = ("request_id", "timestamp", "predicted")
+PROBABILITY_PREFIX = "p_"
+SEGMENT_PREFIX = "segment_"
+MAX_REQUEST_ID = PredictionLog._meta.get_field("request_id").max_length
+
+
+@dataclass
+class Batch:
+    """Validated rows, column by column, ready to write."""
+
+    request_ids: list
+    timestamps: list  # aware datetimes
+    version_ids: list
+    data: list  # JSON text
+    predicted: list
+    probabilities: list  # JSON text
+    confidence: list
+    latency: list  # float or None
+    segments: list  # JSON text or None
+    rows: list  # 1-based row numbers, for error messages
+    # The parsed values, for the portable path's comparison with stored rows.
+    data_values: list
+    probability_values: list
+    segment_values: list
+
+    def __len__(self):
+        return len(self.request_ids)
+
+
+def project_classes(project):
+    return list(project.label_classes.order_by("order", "id").values_list("name", flat=True))
+
+
+def prediction_logs_ingest(*, project, frame, fmt, row_offset=0) -> dict:
+    """Store a batch of prediction logs: ``{"stored": n, "already_stored": m}``.
+
+    Raises ``IngestError`` (nothing stored) when any row is invalid or a
+    request id is already stored with different content.
+    """
+    batch = predictions_prepare(project=project, frame=frame, fmt=fmt, row_offset=row_offset)
+    now = timezone.now()
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            stored = _write_postgres(project, batch, now)
+        else:
+            stored = _write_portable(project, batch, now)
+    return {"stored": stored, "already_stored": len(batch) - stored}
+
+
+def predictions_prepare(*, project, frame, fmt, row_offset=0) -> Batch:
+    """Check every row of ``frame``; ``IngestError`` lists what is wrong."""
+    classes = project_classes(project)
+    frame = frame.reset_index(drop=True)
+    if not classes:
+        raise IngestError("The project has no label classes yet.", field="predicted")
+    errors = RowErrors(offset=row_offset)
+    if fmt == "csv":
+        probabilities, data, segments = _csv_parts(frame, classes)
+    else:
+        probabilities, data, segments = _json_parts(frame, classes, errors)
+    for name in REQUIRED:
+        if name not in frame.columns:
+            raise IngestError(f"“{name}” is missing: every row needs it.", field=name)
+    request_ids = _request_ids(frame["request_id"], errors)
+    timestamps = _timestamps(frame["timestamp"], errors)
+    version_ids = _versions(project, frame["model_version"], errors)
+    predicted = frame["predicted"]
+    bad = ~predicted.isin(classes)
+    errors.add_many(
+        frame.index[bad],
+        "predicted",
+        predicted[bad].tolist(),
+        f"unknown class “{{value}}” (classes: {', '.join(classes)})",
+    )
+    matrix = _probabilities(probabilities, classes, errors, csv=fmt == "csv")
+    latency = _latency(frame.get("latency_ms"), errors)
+    data_json = _dumps_column(data, frame.index, "data", errors)
+    segment_json = _dumps_column(segments, frame.index, "segment", errors, nullable=True)
+    errors.raise_if_any()
+
+    probability_values = [dict(zip(classes, row, strict=True)) for row in matrix.tolist()]
+    return Batch(
+        request_ids=request_ids,
+        timestamps=timestamps,
+        version_ids=version_ids,
+        data=data_json,
+        predicted=predicted.tolist(),
+        probabilities=[json.dumps(p) for p in probability_values],
+        confidence=matrix.max(axis=1).tolist(),
+        latency=latency,
+        segments=segment_json,
+        rows=[i + 1 + row_offset for i in range(len(frame))],
+        data_values=data,
+        probability_values=probability_values,
+        segment_values=segments,
+    )
+
+
+# --- Columns -------------------------------------------------------------------
+
+
+def _json_parts(frame, classes, errors):
+    unknown = sorted(set(frame.columns) - JSON_FIELDS)
+    if unknown:
+        raise IngestError(
+            f"Unknown field “{unknown[0]}” (fields: {', '.join(sorted(JSON_FIELDS))}).",
+            field=unknown[0],
+        )
+    for name in ("data", "probabilities"):
+        if name not in frame.columns:
+            raise IngestError(f"“{name}” is missing: every row needs it.", field=name)
+    data = frame["data"].tolist()
+    for index, value in enumerate(data):
+        if not isinstance(value, dict):
+            errors.add(index, "data", value, "must be an object of the fields the model saw")
+    segments = frame["segment"].tolist() if "segment" in frame.columns else [None] * len(frame)
+    for index, value in enumerate(segments):
+        if isinstance(value, float) and math.isnan(value):  # absent from this row
+            segments[index] = None
+        elif value is not None and not isinstance(value, dict):
+            errors.add(index, "segment", value, "must be an object (or left out)")
+    rows = frame["probabilities"].tolist()
+    records = []
+    for index, value in enumerate(rows):
+        if isinstance(value, dict):
+            records.append(value)
+        else:
+            errors.add(index, "probabilities", value, "must be an object {class: probability}")
+            records.append({})
+    probabilities = pd.DataFrame.from_records(records, index=frame.index)
+    unknown = [c for c in probabilities.columns if c not in classes]
+    for name in unknown:
+        present = probabilities[name].notna()
+        errors.add_many(
+            frame.index[present],
+            "probabilities",
+            [name] * int(present.sum()),
+            f"unknown class “{{value}}” (classes: {', '.join(classes)})",
+        )
+    # A row whose probabilities are already wrong is not told its sum is off too.
+    probabilities.attrs["bad_rows"] = (
+        probabilities[unknown].notna().any(axis=1).to_numpy()
+        if unknown
+        else np.zeros(len(frame), dtype=bool)
+    ) | np.array([not isinstance(v, dict) for v in rows], dtype=bool)
+    return probabilities.drop(columns=unknown), data, segments
+
+
+def _csv_parts(frame, classes):
+    p_columns = [c for c in frame.columns if c.startswith(PROBABILITY_PREFIX)]
+    for column in p_columns:
+        if column[len(PROBABILITY_PREFIX) :] not in classes:
+            raise IngestError(
+                f"Column “{column}” names no class (classes: {', '.join(classes)}).", field=column
+            )
+    for name in classes:
+        if f"{PROBABILITY_PREFIX}{name}" not in frame.columns:
+            raise IngestError(
+                f"Column “{PROBABILITY_PREFIX}{name}” is missing: every class needs its "
+                "probability column.",
+                field=f"{PROBABILITY_PREFIX}{name}",
+            )
+    probabilities = frame[p_columns].rename(columns=lambda c: c[len(PROBABILITY_PREFIX) :])
+    segment_columns = [c for c in frame.columns if c.startswith(SEGMENT_PREFIX)]
+    data_columns = [
+        c
+        for c in frame.columns
+        if c not in (*REQUIRED, "latency_ms") and c not in p_columns and c not in segment_columns
+    ]
+    data = _records(frame[data_columns])
+    if segment_columns:
+        renamed = frame[segment_columns].rename(columns=lambda c: c[len(SEGMENT_PREFIX) :])
+        segments = _records(renamed)
+    else:
+        segments = [None] * len(frame)
+    return probabilities, data, segments
+
+
+def _records(frame):
+    """Rows as dicts of plain Python values; an empty cell is None."""
+    frame = frame.astype(object).where(frame.notna(), None)
+    return frame.to_dict("records")
+
+
+def _request_ids(column, errors):
+    values = column.tolist()
+    out = []
+    for index, value in enumerate(values):
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+            errors.add(index, "request_id", None, "missing (every row needs a request id)")
+            value = None
+        elif not isinstance(value, str):
+            errors.add(index, "request_id", value, "must be text (or a whole number)")
+            value = None
+        elif len(value) > MAX_REQUEST_ID:
+            errors.add(index, "request_id", value, f"longer than {MAX_REQUEST_ID} characters")
+        out.append(value)
+    series = pd.Series(out, dtype=object)
+    repeated = series.notna() & series.duplicated(keep="first")
+    if repeated.any():
+        first_row = {}
+        for index, value in enumerate(out):
+            first_row.setdefault(value, index + 1 + errors.offset)
+        for index in np.flatnonzero(repeated.to_numpy())[:MAX_ERRORS_LISTED]:
+            errors.add(
+                index,
+                "request_id",
+                out[index],
+                f"request id repeated in this batch (first at row {first_row[out[index]]})",
+            )
+        errors.count += max(int(repeated.sum()) - MAX_ERRORS_LISTED, 0)
+    return out
+
+
+def _timestamps(column, errors):
+    text = column.where(column.map(lambda v: isinstance(v, str)), None)
+    parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
+    bad = parsed.isna()
+    errors.add_many(
+        np.flatnonzero(bad.to_numpy()),
+        "timestamp",
+        column[bad].tolist(),
+        "not an ISO 8601 time (e.g. 2026-03-01T12:00:00Z)",
+    )
+    return list(parsed.dt.to_pydatetime())
+
+
+def _versions(project, column, errors):
+    known = dict(ModelVersion.objects.filter(project=project).values_list("number", "id"))
+    numbers = pd.to_numeric(column, errors="coerce")
+    ids = numbers.map(lambda n: known.get(int(n)) if n == n and float(n).is_integer() else None)
+    bad = ids.isna()
+    listed = ", ".join(str(n) for n in sorted(known)) or "none yet"
+    errors.add_many(
+        np.flatnonzero(bad.to_numpy()),
+        "model_version",
+        column[bad].tolist(),
+        f"unknown model version “{{value}}” (this project's versions: {listed})",
+    )
+    return [None if v != v else int(v) for v in ids.tolist()]
+
+
+def _probabilities(frame, classes, errors, *, csv):
+    """An (n, classes) float matrix in class order; rows with errors are zeros."""
+    matrix = np.zeros((len(frame), len(classes)))
+    row_bad = frame.attrs.get("bad_rows", np.zeros(len(frame), dtype=bool)).copy()
+    for j, name in enumerate(classes):
+        column = frame[name] if name in frame.columns else pd.Series([None] * len(frame))
+        absent = column.isna().to_numpy()
+        missing = absent & ~row_bad
+        numbers = pd.to_numeric(column.where(~column.map(_is_bool), None), errors="coerce")
+        not_number = numbers.isna().to_numpy() & ~absent
+        values = numbers.to_numpy(dtype=float, na_value=np.nan)
+        out_of_range = ~np.isnan(values) & ((values < 0) | (values > 1))
+        field = f"{PROBABILITY_PREFIX}{name}" if csv else "probabilities"
+        errors.add_many(
+            np.flatnonzero(missing),
+            field,
+            [None] * int(missing.sum()),
+            f"no probability for class “{name}” (every class needs one)",
+        )
+        errors.add_many(
+            np.flatnonzero(not_number),
+            field,
+            column[not_number].tolist(),
+            "“{value}” is not a number",
+        )
+        errors.add_many(
+            np.flatnonzero(out_of_range),
+            field,
+            values[out_of_range].tolist(),
+            f"probability of “{name}” is {{value}}, outside 0..1",
+        )
+        row_bad |= missing | not_number | out_of_range
+        matrix[:, j] = np.where(np.isnan(values), 0.0, values)
+    sums = matrix.sum(axis=1)
+    off = ~row_bad & (np.abs(sums - 1) > PROBABILITY_TOLERANCE)
+    errors.add_many(
+        np.flatnonzero(off),
+        "probabilities",
+        [round(s, 6) for s in sums[off].tolist()],
+        f"probabilities sum to {{value}}, not 1 (±{PROBABILITY_TOLERANCE})",
+    )
+    return matrix
+
+
+def _is_bool(value):
+    return isinstance(value, bool)
+
+
+def _latency(column, errors):
+    if column is None:
+        return None
+    missing = column.isna()
+    numbers = pd.to_numeric(column.where(~column.map(_is_bool), None), errors="coerce")
+    bad = (numbers.isna() & ~missing) | (numbers < 0)
+    errors.add_many(
+        np.flatnonzero(bad.to_numpy()),
+        "latency_ms",
+        column[bad].tolist(),
+        "“{value}” is not a duration in milliseconds (a number ≥ 0)",
+    )
+    return [None if v != v else v for v in numbers.astype(float).tolist()]
+
+
+def _dumps_column(values, index, name, errors, *, nullable=False):
+    """JSON text of each value. NaN and infinity are refused: Python's JSON
+    reader accepts them, PostgreSQL's jsonb does not."""
+    try:
+        return [
+            None if v is None else json.dumps(v, ensure_ascii=False, allow_nan=False)
+            for v in values
+        ]
+    except (ValueError, TypeError):
+        pass
+    out = []
+    for position, value in enumerate(values):
+        if value is None:
+            out.append(None)
+            continue
+        try:
+            out.append(json.dumps(value, ensure_ascii=False, allow_nan=False))
+        except (ValueError, TypeError) as exc:
+            errors.add(position, name, str(value), f"cannot be stored as JSON ({exc})")
+            out.append(None)
+    return out
+
+
+# --- Writing ---------------------------------------------------------------------
+
+
+class _JsonTextDumper(Dumper):
+    """Binary COPY of JSON text already serialised into a jsonb column:
+    jsonb's binary form is a version byte (1) and the text."""
+
+    format = Format.BINARY
+    oid = postgres.types["jsonb"].oid
+
+    def dump(self, obj):
+        return b"\x01" + obj.encode("utf-8")
+
+
+_STAGE = "monitoring_ingest_stage"
+_STAGE_COLUMNS = (
+    ("row_no", "int4"),
+    ("request_id", "text"),
+    ("ts", "timestamptz"),
+    ("model_version_id", "int8"),
+    ("data", "jsonb"),
+    ("predicted", "text"),
+    ("probabilities", "jsonb"),
+    ("confidence", "float8"),
+    ("latency_ms", "float8"),
+    ("segment", "jsonb"),
+)
+
+
+def _write_postgres(project, batch, now):
+    """COPY into a temporary table, then one INSERT ... ON CONFLICT DO NOTHING.
+
+    1. The stage lives until the transaction ends (ON COMMIT DROP).
+    2. The insert skips request ids already stored (this batch re-sent, or a
+       concurrent request that stored them first: the insert waits for its
+       commit).
+    3. Only when some were skipped: compare them with what is stored. This
+       runs after the insert, so in READ COMMITTED it sees the rows a
+       concurrent request committed meanwhile; a difference raises and the
+       whole batch rolls back.
+    """
+    table = PredictionLog._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {_STAGE}")
+        columns = ", ".join(f"{name} {kind}" for name, kind in _STAGE_COLUMNS)
+        cursor.execute(f"CREATE TEMPORARY TABLE {_STAGE} ({columns}) ON COMMIT DROP")
+        cursor.adapters.register_dumper(None, _JsonTextDumper)
+        names = ", ".join(name for name, _ in _STAGE_COLUMNS)
+        with cursor.copy(f"COPY {_STAGE} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types([kind for _, kind in _STAGE_COLUMNS])
+            for row in zip(
+                batch.rows,
+                batch.request_ids,
+                batch.timestamps,
+                batch.version_ids,
+                batch.data,
+                batch.predicted,
+                batch.probabilities,
+                batch.confidence,
+                batch.latency or [None] * len(batch),
+                batch.segments,
+                strict=True,
+            ):
+                copy.write_row(row)
+        # Identifiers are model metadata and constants; values are parameters.
+        cursor.execute(
+            f"INSERT INTO {table} (project_id, request_id, timestamp, model_version_id, data,"  # noqa: S608
+            " predicted, probabilities, confidence, latency_ms, segment, received_at)"
+            f" SELECT %s, request_id, ts, model_version_id, data, predicted, probabilities,"
+            f" confidence, latency_ms, segment, %s FROM {_STAGE} ORDER BY row_no"
+            " ON CONFLICT (project_id, request_id) DO NOTHING",
+            [project.pk, now],
+        )
+        stored = cursor.rowcount
+        if stored < len(batch):
+            cursor.execute(
+                f"SELECT s.row_no, s.request_id FROM {_STAGE} s JOIN {table} p"  # noqa: S608
+                " ON p.project_id = %s AND p.request_id = s.request_id"
+                " WHERE (p.timestamp, p.model_version_id, p.data, p.predicted, p.probabilities,"
+                " p.latency_ms, p.segment) IS DISTINCT FROM (s.ts, s.model_version_id, s.data,"
+                " s.predicted, s.probabilities, s.latency_ms, s.segment)"
+                " ORDER BY s.row_no",
+                [project.pk],
+            )
+            _raise_conflicts(cursor.fetchall())
+    return stored
+
+
+def _raise_conflicts(conflicts):
+    if not conflicts:
+        return
+    errors = RowErrors()
+    for row_no, request_id in conflicts[:MAX_ERRORS_LISTED]:
+        errors.add(
+            row_no - 1,
+            "request_id",
+            request_id,
+            f"request id {request_id} already stored with different content",
+        )
+    errors.count = len(conflicts)
+    errors.raise_if_any()
+
+
+def _write_portable(project, batch, now):
+    """SQLite: compare with the stored rows in Python, then executemany.
+    The transaction holds SQLite's one write lock, so nothing can slip in
+    between the comparison and the insert."""
+    stored = {}
+    ids = batch.request_ids
+    for start in range(0, len(ids), 500):
+        for row in PredictionLog.objects.filter(
+            project=project, request_id__in=ids[start : start + 500]
+        ).values_list(
+            "request_id",
+            "timestamp",
+            "model_version_id",
+            "data",
+            "predicted",
+            "probabilities",
+            "latency_ms",
+            "segment",
+        ):
+            stored[row[0]] = row[1:]
+    conflicts, new = [], []
+    latency = batch.latency or [None] * len(batch)
+    for i, request_id in enumerate(ids):
+        mine = (
+            batch.timestamps[i],
+            batch.version_ids[i],
+            batch.data_values[i],
+            batch.predicted[i],
+            batch.probability_values[i],
+            latency[i],
+            batch.segment_values[i],
+        )
+        if request_id in stored:
+            if stored[request_id] != mine:
+                conflicts.append((batch.rows[i], request_id))
+        else:
+            new.append(i)
+    _raise_conflicts(conflicts)
+    ops = connection.ops
+    received = ops.adapt_datetimefield_value(now)
+    rows = [
+        (
+            project.pk,
+            ids[i],
+            ops.adapt_datetimefield_value(batch.timestamps[i]),
+            batch.version_ids[i],
+            batch.data[i],
+            batch.predicted[i],
+            batch.probabilities[i],
+            batch.confidence[i],
+            latency[i],
+            batch.segments[i],
+            received,
+        )
+        for i in new
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {PredictionLog._meta.db_table} (project_id, request_id, timestamp,"  # noqa: S608
+            " model_version_id, data, predicted, probabilities, confidence, latency_ms, segment,"
+            " received_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            rows,
+        )
+    return len(new)
