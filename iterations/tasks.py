@@ -1,6 +1,7 @@
 from celery import shared_task
 
 from .models import TrainingJob
+from .services import regression
 from .services.training import RUN_SOFT_TIME_LIMIT, RUN_TIME_LIMIT, STALE_AFTER, training_run
 
 
@@ -27,3 +28,23 @@ def training_run_task(self, job_id):
         # stale, when training_run resets an orphaned job and runs it.
         raise self.retry(countdown=STALE_AFTER.total_seconds() + 30)
     return {"job": job.pk, "state": job.state}
+
+
+@shared_task(
+    name="iterations.regression_run",
+    acks_late=True,
+    # Re-scoring is read-only until the report is written in one transaction,
+    # so a message given back after a lost worker just runs the test again.
+    reject_on_worker_lost=True,
+    soft_time_limit=regression.RUN_SOFT_TIME_LIMIT,
+    time_limit=regression.RUN_TIME_LIMIT,
+    serializer="json",
+)
+def regression_run_task(version_id, by_id=None):
+    """Run the regression test of one version (routed to the "training"
+    queue: it loads models and scores like training does)."""
+    from django.contrib.auth import get_user_model
+
+    by = get_user_model().objects.filter(pk=by_id).first() if by_id is not None else None
+    report = regression.regression_run(version_id=version_id, by=by)
+    return {"report": report.pk, "content_hash": report.content_hash, "passed": report.passed}

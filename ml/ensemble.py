@@ -335,10 +335,15 @@ class Ensemble:
         }
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        parts = self.submodel_proba(frame)
+        return self.combine(self.submodel_proba(frame), len(frame))
+
+    def combine(self, parts: Mapping[str, np.ndarray], n_rows: int) -> np.ndarray:
+        """The ensemble's probabilities from its sub-models' (as
+        ``submodel_proba`` gives them). Separate so a caller scoring several
+        versions that share a reused sub-model can predict it once."""
         if self.meta_ is not None:
             features = np.hstack([parts[m.key] for m in self.submodels])
-            if len(frame) == 0:
+            if n_rows == 0:
                 return np.zeros((0, len(self.classes_)))
             order = [list(self.meta_.classes_).index(c) for c in self.classes_]
             return self.meta_.predict_proba(features)[:, order]

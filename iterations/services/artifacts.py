@@ -109,16 +109,28 @@ def combiner_state(ensemble: Ensemble) -> dict:
     }
 
 
-def ensemble_load(version) -> Ensemble:
-    """A version's fitted ensemble, rebuilt from its artifacts."""
+def ensemble_load(version, *, loaded=None) -> Ensemble:
+    """A version's fitted ensemble, rebuilt from its artifacts.
+
+    ``loaded`` (a dict, sha256 → object), when given, is filled and used:
+    versions that share a reused sub-model then load its file once.
+    """
+
+    def load(artifact):
+        if loaded is None:
+            return artifact_load(artifact)
+        if artifact.sha256 not in loaded:
+            loaded[artifact.sha256] = artifact_load(artifact)
+        return loaded[artifact.sha256]
+
     artifacts = {a.key: a for a in version.artifacts.all()}
     if Artifact.COMBINER not in artifacts:
         raise ArtifactError(f"{version} has no combiner artifact")
-    state = artifact_load(artifacts[Artifact.COMBINER])
+    state = load(artifacts[Artifact.COMBINER])
     missing = [k for k in state["keys"] if k not in artifacts]
     if missing:
         raise ArtifactError(f"{version} lacks the artifact(s) of {missing}")
-    submodels = [artifact_load(artifacts[k]) for k in state["keys"]]
+    submodels = [load(artifacts[k]) for k in state["keys"]]
     ensemble = Ensemble(submodels, weights=state["weights"])
     ensemble.classes_ = np.asarray(state["classes"], dtype=object)
     ensemble.combiner_ = state["combiner"]

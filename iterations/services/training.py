@@ -13,6 +13,7 @@ import threading
 import time
 import traceback
 from datetime import timedelta
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,7 @@ from ..models import (
     TrainingJob,
 )
 from .artifacts import artifact_load, artifact_write, combiner_state
+from .regression import regression_queue_after_training
 from .snapshots import snapshot_create
 
 logger = logging.getLogger(__name__)
@@ -396,6 +398,8 @@ def _train(job, log):
             target=job,
             after={"version": version.number, "refit": report.refitted, "reused": report.reused},
         )
+        # The regression test runs as its own task once the candidate is visible.
+        transaction.on_commit(partial(regression_queue_after_training, version.pk))
 
 
 def snapshot_train_frame(snapshot, split="train"):
