@@ -48,3 +48,19 @@ def regression_run_task(version_id, by_id=None):
     by = get_user_model().objects.filter(pk=by_id).first() if by_id is not None else None
     report = regression.regression_run(version_id=version_id, by=by)
     return {"report": report.pk, "content_hash": report.content_hash, "passed": report.passed}
+
+
+@shared_task(
+    name="iterations.auto_retrain_check",
+    soft_time_limit=5 * 60,
+    time_limit=6 * 60,
+    serializer="json",
+)
+def auto_retrain_check_task():
+    """Beat: retrain each project whose "every N new labels" rule is due
+    (see iterations.services.auto_retrain). Runs on the default queue: it
+    only freezes a snapshot and queues the training job."""
+    from .services.auto_retrain import auto_retrain_check
+
+    jobs = auto_retrain_check()
+    return {"queued": [job.pk for job in jobs]}

@@ -208,6 +208,9 @@ CELERY_BEAT_SCHEDULE = {
     # "next sample" also frees expired leases, but a queue nobody is working
     # would otherwise keep abandoned samples reserved.
     "expire-abandoned-leases": {"task": "labelling.queue_expire_leases", "schedule": 60.0},
+    # Projects with "retrain every N new labels": a cheap count per project;
+    # five minutes is soon enough for a rule counted in tens of labels.
+    "auto-retrain-check": {"task": "iterations.auto_retrain_check", "schedule": 300.0},
 }
 # Training is CPU-heavy and long: its own queue, so imports and beat jobs never wait behind it.
 CELERY_TASK_ROUTES = {"iterations.training_run": {"queue": "training"}}

@@ -14,3 +14,9 @@ def test_abandoned_leases_are_expired_every_minute():
     entry = settings.CELERY_BEAT_SCHEDULE["expire-abandoned-leases"]
     assert entry["task"] == "labelling.queue_expire_leases"
     assert entry["schedule"] <= 60
+
+
+def test_automatic_retraining_is_checked_every_few_minutes():
+    entry = settings.CELERY_BEAT_SCHEDULE["auto-retrain-check"]
+    assert entry["task"] == "iterations.auto_retrain_check"
+    assert 60 <= entry["schedule"] <= 600
