@@ -205,10 +205,11 @@ def value_over_versions(points, *, baseline=None, unit=""):
     low, high = min(values), max(values)
     pad = (high - low) * 0.15 or abs(high) * 0.1 or 1.0
     low, high = low - pad, high + pad
-    step = plot_w / max(1, len(points) - 1) if len(points) > 1 else 0
+    inset = 28  # keeps the first and last point and their labels off the axes
+    step = (plot_w - 2 * inset) / max(1, len(points) - 1)
 
     def px(i):
-        return left + (i * step if len(points) > 1 else plot_w / 2)
+        return left + (inset + i * step if len(points) > 1 else plot_w / 2)
 
     def py(value):
         return top + (high - value) / (high - low) * plot_h
@@ -219,8 +220,12 @@ def value_over_versions(points, *, baseline=None, unit=""):
         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{top + plot_h}" stroke="{INK}"/>',
         _text(left, 12, f"value per 1,000 predictions{unit}"),
     ]
-    for tick in (low + pad, high - pad):
-        body.append(_text(left - 6, py(tick) + 4, f"{tick:,.1f}", anchor="end"))
+    for tick in _nice_ticks(low, high):
+        body.append(
+            f'<line x1="{left}" y1="{py(tick):.1f}" x2="{left + plot_w}" y2="{py(tick):.1f}" '
+            f'stroke="{GRID}"/>'
+        )
+        body.append(_text(left - 6, py(tick) + 4, f"{tick:,.6g}", anchor="end"))
     if baseline is not None:
         body.append(
             f'<line x1="{left}" y1="{py(baseline):.1f}" x2="{left + plot_w}" y2="{py(baseline):.1f}" '
@@ -240,7 +245,9 @@ def value_over_versions(points, *, baseline=None, unit=""):
         body.append(f'<polyline points="{line}" fill="none" stroke="{NEUTRAL}" stroke-width="2"/>')
     for i, (label, value) in enumerate(points):
         body.append(f'<circle cx="{px(i):.1f}" cy="{py(value):.1f}" r="4" fill="{NEUTRAL}"/>')
-        body.append(_text(px(i), py(value) - 8, f"{value:,.1f}", anchor="middle"))
+        body.append(
+            _text(px(i), py(value) - 8, f"{value:,.1f}", anchor="middle", extra='font-weight="600"')
+        )
         body.append(_text(px(i), top + plot_h + 16, label, anchor="middle"))
     return _svg(
         left + plot_w + 30,
@@ -248,3 +255,12 @@ def value_over_versions(points, *, baseline=None, unit=""):
         "Value per 1,000 predictions of each version, oldest first, against the baseline",
         body,
     )
+
+
+def _nice_ticks(low, high, count=5):
+    """Round axis values (1, 2 or 5 times a power of ten) inside [low, high]."""
+    raw = (high - low) / count
+    power = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    first = math.ceil(low / step) * step
+    return [first + i * step for i in range(count + 2) if first + i * step <= high]

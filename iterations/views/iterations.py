@@ -49,6 +49,11 @@ def _get_iteration(request, project_pk, pk, *, capability=Capability.VIEW):
     return project, iteration
 
 
+def _detail_at(project, iteration, anchor):
+    url = reverse("iterations:iteration_detail", args=[project.pk, iteration.pk])
+    return redirect(f"{url}#{anchor}")
+
+
 def _regression_request():
     """The re-run service, once the regression module provides it."""
     try:
@@ -175,7 +180,7 @@ def iteration_retrain_view(request, project_pk, pk):
     form = RetrainForm(request.POST, submodels=config.submodels if config else ())
     if not form.is_valid():
         messages.error(request, " ".join(form.errors.get("refit", ["Choose sub-models."])))
-        return redirect("iterations:iteration_detail", project.pk, iteration.pk)
+        return _detail_at(project, iteration, "training")
     # Without a configuration yet, the first retrain chooses one and fits all of it.
     refit = form.cleaned_data["refit"] if config else None
     try:
@@ -189,7 +194,7 @@ def iteration_retrain_view(request, project_pk, pk):
             messages.error(request, f"Version {job.version.number} could not start: {job.message}")
         else:
             messages.success(request, f"Version {job.version.number} queued for training.")
-    return redirect("iterations:iteration_detail", project.pk, iteration.pk)
+    return _detail_at(project, iteration, "training")
 
 
 @login_required
@@ -239,7 +244,7 @@ def job_cancel(request, project_pk, pk, job_pk):
                 else "cancel requested; it stops at its next step."
             ),
         )
-    return redirect("iterations:iteration_detail", project.pk, iteration.pk)
+    return _detail_at(project, iteration, "training")
 
 
 @login_required
@@ -267,7 +272,7 @@ def iteration_decide_view(request, project_pk, pk):
                 f"Version {decision.version.number} {decision.get_verdict_display().lower()}d "
                 f"on report {decision.report_hash[:12]}.",
             )
-            return redirect("iterations:iteration_detail", project.pk, iteration.pk)
+            return _detail_at(project, iteration, "signoff")
     iteration.refresh_from_db()
     iteration.project = project
     return _render_detail(request, project, iteration, decision_form=form, status=400)
@@ -316,6 +321,4 @@ def iteration_rerun_view(request, project_pk, pk):
                 f"Regression test of version {iteration.candidate.number} queued; "
                 "the new report appears here when it is written.",
             )
-    return redirect(
-        reverse("iterations:iteration_detail", args=[project.pk, iteration.pk]) + "#report"
-    )
+    return _detail_at(project, iteration, "report")

@@ -13,6 +13,7 @@ from .. import charts
 DASH = "—"
 HEADLINE = {"accuracy": "Accuracy", "macro_f1": "Macro-F1", "value_per_1000": "Value per 1,000"}
 SIGNIFICANCE = 0.05
+SLICE_ROWS = 12
 
 
 def pct(value, digits=1):
@@ -200,7 +201,10 @@ def _slices(candidate, production):
                     else ("ok" if acc > pacc else "bad"),
                 }
             )
-        tables.append({"field": field, "rows": out})
+        # Largest slices first; a field with hundreds of values (product ids)
+        # shows its top rows and keeps the rest one click away.
+        out.sort(key=lambda r: -(r["n"] or 0))
+        tables.append({"field": field, "rows": out[:SLICE_ROWS], "more": out[SLICE_ROWS:]})
     return tables
 
 
