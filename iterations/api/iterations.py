@@ -30,6 +30,7 @@ from ..services.iterations import (
     iteration_decide,
     iteration_retrain,
 )
+from ..services.regression import RegressionError, regression_request
 from ..services.training import TrainingError, training_cancel
 from .common import PROJECT_PARAM, ErrorSerializer, NewestFirstPagination, refusal
 
@@ -383,6 +384,11 @@ class IterationViewSet(
 # --- model versions -----------------------------------------------------------------------
 
 
+class RerunQueuedSerializer(serializers.Serializer):
+    version = serializers.IntegerField(help_text="The version number whose test was queued.")
+    message = serializers.CharField()
+
+
 class ModelVersionFilter(django_filters.FilterSet):
     status = django_filters.MultipleChoiceFilter(choices=ModelVersion.Status.choices)
 
@@ -419,6 +425,27 @@ class ModelVersionViewSet(
                 )
             )
         )
+
+    @extend_schema(
+        summary="Run the regression test again",
+        description="Data scientists and owners. Queues the test of this version against the "
+        "current holdout; the new report appears under `reports/` (an identical one is not "
+        "stored twice). Refused for a version that is training or failed, or when the task "
+        "queue is unreachable.",
+        request=None,
+        responses={202: RerunQueuedSerializer, 400: REFUSED},
+    )
+    @action(detail=True, methods=["post"])
+    def rerun(self, request, *args, **kwargs):
+        project = self.get_project(Capability.TRAIN)
+        version = get_object_or_404(ModelVersion, project=project, pk=kwargs["pk"])
+        version.project = project
+        try:
+            regression_request(version=version, by=request.user)
+        except RegressionError as error:
+            raise refusal(error) from None
+        body = {"version": version.number, "message": "The regression test is queued."}
+        return Response(RerunQueuedSerializer(body).data, status=status.HTTP_202_ACCEPTED)
 
 
 # --- training jobs ------------------------------------------------------------------------

@@ -64,7 +64,10 @@ class GainMatrixField(serializers.JSONField):
             "required": ["gate"],
             "additionalProperties": True,
         },
-        "description": "The release gates; [] = the default gates.",
+        "description": "The release gates, each {gate: name, <key>: number}: value_not_worse "
+        "(margin), max_recall_drop (points), max_latency_ms_per_1000 (ms), accuracy_not_worse "
+        "and macro_f1_not_worse (tolerance, a fraction: 0.01 = one point). [] = the default "
+        "gates.",
         "example": [{"gate": "value_not_worse", "margin": 0}],
     }
 )

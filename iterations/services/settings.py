@@ -13,6 +13,7 @@ Rule sets and ensemble configurations are append-only: saving makes a new
 version number, so a model version can always name exactly what it ran.
 """
 
+import json
 import math
 import re
 from collections.abc import Mapping
@@ -29,6 +30,7 @@ from ml.submodels import RuleError, SubModelError, available, create, parse_rule
 from ml.submodels.rules import KeywordRules
 
 from ..models import EnsembleConfig, KeywordRuleSet, ModelSettings
+from .regression import GatesError, gates_parse
 from .snapshots import usable_samples
 
 VALUE_FIELDS = ("value_unit", "gain_matrix", "useful_baseline")
@@ -185,37 +187,18 @@ def _clean_gates(project, value):
 
 
 def gates_validate(value) -> list:
-    """The gates list as the regression test reads it.
-
-    ``gates_parse`` of the regression service is the authority on the
-    format; it is imported here at call time because the two modules are
-    written side by side and this one must not break while it is missing.
-    """
+    """The gates list as saved; ``gates_parse`` of the regression test is
+    the one authority on its format, so the settings can never hold gates
+    the test would refuse."""
     if value is None:
         return []
     try:
-        from .regression import gates_parse
-    except ImportError:
-        gates_parse = None
-    if gates_parse is not None:
-        try:
-            gates_parse(value)
-        except ValueError as error:
-            raise SettingsError(str(getattr(error, "message", None) or error), "gates") from None
-        except Exception as error:  # Django's ValidationError is not a ValueError
-            messages = getattr(error, "messages", None)
-            if messages is None:
-                raise
-            raise SettingsError(" ".join(messages), "gates") from None
-        return list(value)
-    if not isinstance(value, list) or not all(
-        isinstance(g, Mapping) and isinstance(g.get("gate"), str) for g in value
-    ):
-        raise SettingsError(
-            'Gates must be a list of objects, each with a "gate" name, e.g. '
-            '[{"gate": "value_not_worse", "margin": 0}].',
-            "gates",
-        )
+        gates_parse(value)
+    except GatesError as error:
+        raise SettingsError(str(error), "gates") from None
+    if isinstance(value, str):
+        # gates_parse also reads JSON text; the settings store the list.
+        return json.loads(value) if value.strip() else []
     return list(value)
 
 

@@ -13,15 +13,14 @@ from iterations.models import (
     KeywordRuleSet,
     ModelSettings,
     ModelVersion,
-    RegressionReport,
     TrainingJob,
 )
 from iterations.services.iterations import iteration_create, iteration_retrain
+from iterations.services.regression import regression_run
 from iterations.services.training import training_run
-from iterations.tasks import training_run_task
+from iterations.tasks import regression_run_task, training_run_task
 from leanml_site.models import AuditEvent
 from leanml_site.roles import Role
-from ml.hashing import content_hash
 from tests.factories import MembershipFactory, UserFactory
 
 
@@ -66,19 +65,11 @@ def trained_iteration(crew):
     return iteration
 
 
-def report_for(iteration, *, passed=True):
-    """A report row on the candidate (the regression service writes the real
-    ones; the decision rules read only its hash and ``passed``)."""
-    payload = {"schema": 1, "candidate": iteration.candidate.number, "gates": {"passed": passed}}
-    report = RegressionReport.objects.create(
-        project=iteration.project,
-        candidate=iteration.candidate,
-        holdout_hash="h",
-        payload=payload,
-        passed=passed,
-        content_hash=content_hash(payload),
-    )
-    Iteration.objects.filter(pk=iteration.pk).update(status=Iteration.Status.READY)
+def report_for(iteration):
+    """The candidate's real regression report (run in process)."""
+    report = regression_run(version_id=iteration.candidate_id)
+    iteration.refresh_from_db()
+    assert iteration.status == Iteration.Status.READY
     return report
 
 
@@ -210,7 +201,7 @@ def test_a_product_manager_approves_on_the_report_read(crew):
 
 def test_a_decision_on_a_stale_report_or_without_reason_is_refused(crew):
     iteration = trained_iteration(crew)
-    report_for(iteration, passed=False)
+    report_for(iteration)
     client = client_for(crew, "owner")
     stale = client.post(
         url(crew, f"iterations/{iteration.pk}/decide/"),
@@ -218,12 +209,12 @@ def test_a_decision_on_a_stale_report_or_without_reason_is_refused(crew):
         content_type="application/json",
     )
     assert (stale.status_code, stale.json()["field"]) == (400, "report_hash")
-    failed_gate = client.post(
+    no_reason = client.post(
         url(crew, f"iterations/{iteration.pk}/decide/"),
-        {"verdict": "approve"},
+        {"verdict": "reject", "comment": "  "},
         content_type="application/json",
     )
-    assert (failed_gate.status_code, failed_gate.json()["field"]) == (400, "comment")
+    assert (no_reason.status_code, no_reason.json()["field"]) == (400, "comment")
     bad_verdict = client.post(
         url(crew, f"iterations/{iteration.pk}/decide/"),
         {"verdict": "maybe"},
@@ -336,7 +327,6 @@ def test_cancelling_a_queued_job(crew):
 def test_reports_list_without_payload_and_retrieve_with_it(crew):
     iteration = trained_iteration(crew)
     report = report_for(iteration)
-    report.compared.add(iteration.candidate)
     client = client_for(crew, "expert")
     listed = client.get(url(crew, "reports/")).json()["results"]
     assert [(r["candidate"], r["content_hash"], r["compared"]) for r in listed] == [
@@ -344,8 +334,46 @@ def test_reports_list_without_payload_and_retrieve_with_it(crew):
     ]
     assert "payload" not in listed[0]
     one = client.get(url(crew, f"reports/{report.pk}/")).json()
-    assert one["payload"]["schema"] == 1 and one["passed"] is True
+    assert one["payload"]["schema"] == 1 and one["payload"]["candidate"] == 1
+    assert one["passed"] == report.passed and one["baseline"] is None
     assert client.get(url(crew, "reports/?candidate=99")).json()["results"] == []
+
+
+def test_a_data_scientist_reruns_the_regression_test(crew):
+    iteration = trained_iteration(crew)
+    version = iteration.candidate
+    with mock.patch.object(regression_run_task, "delay") as delay:
+        response = client_for(crew, "data_scientist").post(
+            url(crew, f"model-versions/{version.pk}/rerun/")
+        )
+        assert (
+            client_for(crew, "product_manager")
+            .post(url(crew, f"model-versions/{version.pk}/rerun/"))
+            .status_code
+            == 403
+        )
+    assert response.status_code == 202, response.json()
+    assert response.json()["version"] == version.number
+    delay.assert_called_once_with(version.pk, crew.users["data_scientist"].pk)
+    assert AuditEvent.objects.filter(action="regression.request").count() == 1
+
+
+def test_a_rerun_of_an_untrained_version_or_with_the_broker_down_is_refused(crew):
+    iteration = iteration_create(
+        project=crew.project, by=crew.users["owner"], title="t", hypothesis="h"
+    )
+    with mock.patch.object(training_run_task, "delay"):
+        job = iteration_retrain(iteration=iteration, by=crew.users["owner"], queue=False)
+    client = client_for(crew, "owner")
+    with mock.patch.object(regression_run_task, "delay") as delay:
+        untrained = client.post(url(crew, f"model-versions/{job.version_id}/rerun/"))
+    assert untrained.status_code == 400 and "training" in untrained.json()["message"]
+    delay.assert_not_called()
+    training_run(job_id=job.pk)
+    with mock.patch.object(regression_run_task, "delay", side_effect=OSError("refused")):
+        down = client.post(url(crew, f"model-versions/{job.version_id}/rerun/"))
+    assert down.status_code == 400 and "unreachable" in down.json()["message"]
+    assert not AuditEvent.objects.filter(action="regression.request").exists()
 
 
 # --- model settings -----------------------------------------------------------------------
@@ -436,8 +464,9 @@ def test_an_expert_may_not_change_model_settings(crew):
         ({"retrain_every": 0}, "retrain_every", "at least 1"),
         ({"compare_last": -1}, "compare_last", "0 to 20"),
         ({"useful_baseline": "high"}, "useful_baseline", "number"),
-        ({"gates": {"gate": "x"}}, "gates", "gate"),
-        ({"gates": [{"nogate": 1}]}, "gates", "gate"),
+        ({"gates": {"gate": "x"}}, "gates", "list of objects"),
+        ({"gates": [{"gate": "max_recall_drop", "points": -1}]}, "gates", "max_recall_drop"),
+        ({"gates": [{"gate": "speed"}]}, "gates", "unknown gate 'speed'"),
         ({"colour": "red"}, "colour", "colour"),
     ],
 )

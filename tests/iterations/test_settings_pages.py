@@ -253,3 +253,20 @@ def test_trying_a_pattern_shows_matches_by_class(crew):
     )
     assert "invalid regular expression" in bad.content.decode()
     assert not KeywordRuleSet.objects.exists()
+
+
+def test_the_gate_form_offers_every_gate_the_regression_test_reads():
+    from iterations.services.regression import GATE_KEYS
+    from iterations.views.settings import GATES
+
+    assert {name: key for name, key, *_ in GATES} == {n: k for n, (k, _) in GATE_KEYS.items()}
+
+
+def test_a_gate_the_regression_test_would_refuse_is_not_saved(crew):
+    # 150 points of accuracy is a tolerance of 1.5, more than everything.
+    response = client_for(crew, "owner").post(
+        settings_url(crew), full_form(gate_accuracy_not_worse_value="150")
+    )
+    assert response.status_code == 400
+    assert "fraction" in response.content.decode()
+    assert not ModelSettings.objects.exists()
