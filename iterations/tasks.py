@@ -1,8 +1,21 @@
+import logging
+
 from celery import shared_task
+from celery.signals import worker_ready
+from django.db import connections
 
 from .models import TrainingJob
 from .services import regression
-from .services.training import RUN_SOFT_TIME_LIMIT, RUN_TIME_LIMIT, STALE_AFTER, training_run
+from .services.training import (
+    RUN_SOFT_TIME_LIMIT,
+    RUN_TIME_LIMIT,
+    heartbeat_seconds,
+    stale_after,
+    training_recover,
+    training_run,
+)
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(
@@ -15,7 +28,6 @@ from .services.training import RUN_SOFT_TIME_LIMIT, RUN_TIME_LIMIT, STALE_AFTER,
     soft_time_limit=RUN_SOFT_TIME_LIMIT,
     time_limit=RUN_TIME_LIMIT,
     serializer="json",
-    max_retries=RUN_TIME_LIMIT // int(STALE_AFTER.total_seconds()) + 2,
 )
 def training_run_task(self, job_id):
     """Run one training job (routed to the "training" queue by
@@ -26,7 +38,12 @@ def training_run_task(self, job_id):
         # Another worker holds the job. The message came back, perhaps because
         # that worker was killed: look again once its heartbeat would be
         # stale, when training_run resets an orphaned job and runs it.
-        raise self.retry(countdown=STALE_AFTER.total_seconds() + 30)
+        stale = stale_after().total_seconds()
+        raise self.retry(
+            countdown=stale + heartbeat_seconds(),
+            # Enough looks to outlast the longest run the holder may still make.
+            max_retries=int(RUN_TIME_LIMIT // stale) + 2,
+        )
     return {"job": job.pk, "state": job.state}
 
 
@@ -64,3 +81,16 @@ def auto_retrain_check_task():
 
     jobs = auto_retrain_check()
     return {"queued": [job.pk for job in jobs]}
+
+
+@worker_ready.connect
+def _send_orphaned_training_jobs_again(**kwargs):
+    """A worker starting (after a crash, say) takes up the jobs a dead worker
+    left running; see ``training_recover``."""
+    try:
+        training_recover()
+    except Exception:  # the worker must start even if the database is away
+        logger.exception("could not look for orphaned training jobs")
+    finally:
+        # The pool forks from this process: no connection may be inherited.
+        connections.close_all()

@@ -213,7 +213,17 @@ CELERY_BEAT_SCHEDULE = {
     "auto-retrain-check": {"task": "iterations.auto_retrain_check", "schedule": 300.0},
 }
 # Training is CPU-heavy and long: its own queue, so imports and beat jobs never wait behind it.
-CELERY_TASK_ROUTES = {"iterations.training_run": {"queue": "training"}}
+# Its name is a setting so a test (or a second site on the same broker) can use its own.
+LEANML_TRAINING_QUEUE = os.environ.get("LEANML_TRAINING_QUEUE", "training")
+# A running training job beats every HEARTBEAT seconds; one silent for STALE
+# seconds is taken as orphaned (its worker died) and is run again.
+LEANML_TRAINING_HEARTBEAT_SECONDS = float(os.environ.get("LEANML_TRAINING_HEARTBEAT_SECONDS", "30"))
+LEANML_TRAINING_STALE_SECONDS = float(os.environ.get("LEANML_TRAINING_STALE_SECONDS", "180"))
+if not 0 < LEANML_TRAINING_HEARTBEAT_SECONDS < LEANML_TRAINING_STALE_SECONDS:
+    raise ImproperlyConfigured(
+        "LEANML_TRAINING_HEARTBEAT_SECONDS must be positive and below LEANML_TRAINING_STALE_SECONDS."
+    )
+CELERY_TASK_ROUTES = {"iterations.training_run": {"queue": LEANML_TRAINING_QUEUE}}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 

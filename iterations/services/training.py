@@ -17,6 +17,7 @@ from functools import partial
 
 import numpy as np
 import pandas as pd
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Max
 from django.utils import timezone
@@ -39,12 +40,20 @@ from .snapshots import snapshot_create
 
 logger = logging.getLogger(__name__)
 
-# A running job whose heartbeat is older than this is taken as orphaned (its
-# worker died) and is run again from scratch. A thread beats every
-# HEARTBEAT_SECONDS while the run is alive, fitting included, so a live but
-# slow job is never mistaken for a dead one.
-HEARTBEAT_SECONDS = 30
-STALE_AFTER = timedelta(minutes=3)
+
+def heartbeat_seconds() -> float:
+    """How often a thread beats while the run is alive, fitting included, so
+    a live but slow job is never mistaken for a dead one."""
+    return float(settings.LEANML_TRAINING_HEARTBEAT_SECONDS)
+
+
+def stale_after() -> timedelta:
+    """A running job whose heartbeat is older than this is taken as orphaned
+    (its worker died) and is run again from scratch. Both are settings, read
+    on each call, so a test's worker can notice a dead one in seconds."""
+    return timedelta(seconds=settings.LEANML_TRAINING_STALE_SECONDS)
+
+
 RUN_SOFT_TIME_LIMIT = 25 * 60
 RUN_TIME_LIMIT = RUN_SOFT_TIME_LIMIT + 120
 # Versions a new one may descend from (and reuse sub-models of).
@@ -233,6 +242,31 @@ def training_cancel(*, job, by) -> TrainingJob:
         _finish_cancelled(job, actor=by, from_states=(TrainingJob.State.QUEUED,))
         job.refresh_from_db()
     return job
+
+
+# --- recover ---------------------------------------------------------------------------
+
+
+def training_recover() -> list[int]:
+    """Send the task of every running job again (a worker does this as it
+    starts) and return their ids.
+
+    A worker killed as a whole (SIGKILL of its process group, a machine that
+    died) gives no message back: the embedded broker has already handed it
+    over, and Redis returns it only after its visibility timeout, an hour
+    later. Its job would stay ``running`` with a stale heartbeat and never
+    end. Sent again, the task resets a job whose heartbeat is stale and runs
+    it from scratch; a job whose heartbeat is fresh is looked at again once it
+    would be stale (the task retries), so a job a live worker is running is
+    left to it. Sending twice is safe: only one claim goes through.
+    """
+    ids = list(
+        TrainingJob.objects.filter(state=TrainingJob.State.RUNNING).values_list("pk", flat=True)
+    )
+    for job_id in ids:
+        logger.info("sending training job %s again, in case its worker died", job_id)
+        _enqueue(job_id)
+    return ids
 
 
 # --- run -------------------------------------------------------------------------------
@@ -467,7 +501,7 @@ def _rule(rule):
 
 
 def _reset_if_orphaned(job_id):
-    cutoff = timezone.now() - STALE_AFTER
+    cutoff = timezone.now() - stale_after()
     reset = TrainingJob.objects.filter(
         pk=job_id, state=TrainingJob.State.RUNNING, heartbeat_at__lt=cutoff
     ).update(state=TrainingJob.State.QUEUED, message="Re-running: the last worker stopped")
@@ -580,7 +614,7 @@ class _Heartbeat(threading.Thread):
 
     def run(self):
         try:
-            while not self.stopped.wait(HEARTBEAT_SECONDS):
+            while not self.stopped.wait(heartbeat_seconds()):
                 try:
                     TrainingJob.objects.filter(
                         pk=self.job_id, state=TrainingJob.State.RUNNING, attempts=self.attempt

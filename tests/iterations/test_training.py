@@ -139,7 +139,7 @@ def test_a_job_running_with_a_fresh_heartbeat_is_left_alone(reviews):
 
 def test_a_job_whose_worker_died_is_run_again_cleanly(reviews, media):
     job = request(reviews)
-    stale = timezone.now() - training.STALE_AFTER - timedelta(seconds=1)
+    stale = timezone.now() - training.stale_after() - timedelta(seconds=1)
     TrainingJob.objects.filter(pk=job.pk).update(
         state="running", attempts=1, started_at=stale, heartbeat_at=stale
     )
@@ -330,4 +330,4 @@ def test_the_task_looks_again_later_when_another_worker_holds_the_job(reviews):
         pytest.raises(Retry),
     ):
         training_run_task.run(job.pk)
-    assert retry.call_args.kwargs["countdown"] > training.STALE_AFTER.total_seconds()
+    assert retry.call_args.kwargs["countdown"] > training.stale_after().total_seconds()

@@ -20,7 +20,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 # Every queue a task of ours is routed to; production runs the same list.
-WORKER_QUEUES = "celery,training"
+WORKER_QUEUES = f"celery,{settings.LEANML_TRAINING_QUEUE}"
 STOP_GRACE_SECONDS = 20
 
 
