@@ -275,3 +275,78 @@ def test_iteration_abandon_access(team, iteration_world, who):
         _expect_allowed(response)
     else:
         assert response.status_code == 403
+
+
+# --- iterations API --------------------------------------------------------------------
+_P = "/api/v1/projects/{p}"
+ITERATION_API = [
+    ("get", f"{_P}/iterations/", V, None),
+    ("post", f"{_P}/iterations/", T, {"title": "t", "hypothesis": "h"}),
+    ("get", f"{_P}/iterations/{{it}}/", V, None),
+    ("post", f"{_P}/iterations/{{it}}/retrain/", T, {}),
+    ("post", f"{_P}/iterations/{{it}}/decide/", D, {"verdict": "approve"}),
+    ("get", f"{_P}/model-versions/", V, None),
+    ("get", f"{_P}/model-versions/{{mv}}/", V, None),
+    ("post", f"{_P}/model-versions/{{mv}}/rerun/", T, {}),
+    ("get", f"{_P}/training-jobs/", V, None),
+    ("get", f"{_P}/training-jobs/{{tj}}/", V, None),
+    ("post", f"{_P}/training-jobs/{{tj}}/cancel/", T, {}),
+    ("get", f"{_P}/reports/", V, None),
+    ("get", f"{_P}/decisions/", V, None),
+    ("get", f"{_P}/model-settings/", V, None),
+    ("patch", f"{_P}/model-settings/", D, {"value_unit": "USD"}),
+    ("get", f"{_P}/rule-sets/", V, None),
+    ("post", f"{_P}/rule-sets/", L, {"rules": [{"pattern": "fine", "label": "great"}]}),
+    ("post", f"{_P}/rule-sets/preview/", V, {"pattern": "fine"}),
+    ("get", f"{_P}/ensemble-configs/", V, None),
+    (
+        "post",
+        f"{_P}/ensemble-configs/",
+        T,
+        {"submodels": [{"name": "tfidf_logreg", "fields": ["text"]}]},
+    ),
+    ("get", f"{_P}/ensemble-configs/available/", V, None),
+]
+
+
+@pytest.fixture
+def iteration_api_world(team, iteration_world):
+    from iterations.models import ModelVersion
+
+    return {**iteration_world, "mv": ModelVersion.objects.get(project=team.project).pk}
+
+
+@pytest.mark.parametrize("who", [*ROLES, "outsider", "anonymous"])
+@pytest.mark.parametrize(("method", "path", "capability", "data"), ITERATION_API)
+def test_iteration_api_access(team, iteration_api_world, who, method, path, capability, data):
+    test_api_access(team, iteration_api_world, who, method, path, capability, data)
+
+
+@pytest.mark.parametrize("who", [*ROLES, "outsider", "anonymous"])
+@pytest.mark.parametrize(
+    ("method", "path", "data"),
+    [
+        ("post", f"{_P}/iterations/{{it}}/abandon/", {}),
+        # Slices, gates, compare_last, retrain_every: those who train or decide.
+        ("patch", f"{_P}/model-settings/", {"compare_last": 4}),
+    ],
+)
+def test_iteration_api_for_training_or_deciding_roles(
+    team, iteration_api_world, who, method, path, data
+):
+    from django.test import Client
+
+    client = (
+        Client() if who == "anonymous" else team.client(team.outsider if who == "outsider" else who)
+    )
+    url = path.format(**iteration_api_world)
+    response = getattr(client, method)(url, data, content_type="application/json")
+    if who == "anonymous":
+        assert response.status_code in (401, 403)
+    elif who == "outsider":
+        assert response.status_code == 404
+    elif who in CAPABILITIES[Capability.TRAIN] | CAPABILITIES[Capability.DECIDE]:
+        _expect_allowed(response)
+    else:
+        assert response.status_code == 403
+        assert "message" in response.json()

@@ -10,6 +10,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 
 from labelling.api.base import ProjectScopedMixin
@@ -363,13 +364,21 @@ class IterationViewSet(
 
     @extend_schema(
         summary="Abandon the iteration",
-        description="Data scientists and owners; a decided iteration cannot be abandoned.",
+        description="Data scientists, product managers and owners; a decided iteration "
+        "cannot be abandoned.",
         request=AbandonSerializer,
         responses={200: IterationSerializer, 400: REFUSED},
     )
     @action(detail=True, methods=["post"])
     def abandon(self, request, *args, **kwargs):
-        iteration = self._iteration(Capability.TRAIN)
+        iteration = self._iteration(Capability.VIEW)
+        role = iteration.project.role
+        # As on the iteration page: those who train or decide may drop a hypothesis.
+        if not (role_can(role, Capability.TRAIN) or role_can(role, Capability.DECIDE)):
+            raise PermissionDenied(
+                f"Your role ({iteration.project.role_label}) may not abandon iterations in "
+                "this project."
+            )
         form = AbandonSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         try:

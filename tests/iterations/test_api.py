@@ -238,11 +238,22 @@ def test_only_deciding_roles_decide(crew, who):
     assert not Decision.objects.exists()
 
 
+def test_an_expert_may_not_abandon_an_iteration(crew):
+    iteration = iteration_create(
+        project=crew.project, by=crew.users["owner"], title="t", hypothesis="h"
+    )
+    response = client_for(crew, "expert").post(
+        url(crew, f"iterations/{iteration.pk}/abandon/"), {}, content_type="application/json"
+    )
+    assert response.status_code == 403
+    assert Iteration.objects.get(pk=iteration.pk).status == "open"
+
+
 def test_abandon_and_a_decided_iteration_cannot_be_abandoned(crew):
     iteration = iteration_create(
         project=crew.project, by=crew.users["owner"], title="t", hypothesis="h"
     )
-    client = client_for(crew, "data_scientist")
+    client = client_for(crew, "product_manager")
     response = client.post(
         url(crew, f"iterations/{iteration.pk}/abandon/"),
         {"comment": "superseded"},
