@@ -5,7 +5,6 @@ product manager's sign-off)."""
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -31,6 +30,7 @@ from ..services.iterations import (
     iteration_retrain,
     latest_report,
 )
+from ..services.regression import SCORED_STATES, RegressionError, regression_request
 from ..services.training import TrainingError, training_cancel
 from .report import report_context
 
@@ -52,15 +52,6 @@ def _get_iteration(request, project_pk, pk, *, capability=Capability.VIEW):
 def _detail_at(project, iteration, anchor):
     url = reverse("iterations:iteration_detail", args=[project.pk, iteration.pk])
     return redirect(f"{url}#{anchor}")
-
-
-def _regression_request():
-    """The re-run service, once the regression module provides it."""
-    try:
-        from ..services.regression import regression_request
-    except ImportError:
-        return None
-    return regression_request
 
 
 def _abilities(project):
@@ -137,9 +128,8 @@ def _render_detail(request, project, iteration, *, decision_form=None, status=20
         in (Iteration.Status.OPEN, Iteration.Status.READY, Iteration.Status.TRAINING),
         "report": report_context(report, project=project) if report else None,
         "can_rerun": abilities["can_train"]
-        and _regression_request() is not None
         and iteration.candidate is not None
-        and iteration.candidate.status != "training",
+        and iteration.candidate.status in SCORED_STATES,
         "decision_form": decision_form if can_sign else None,
         "decisions": iteration_decisions(iteration=iteration),
         "can_abandon": (abilities["can_train"] or abilities["can_decide"])
@@ -301,19 +291,13 @@ def iteration_abandon_view(request, project_pk, pk):
 @require_POST
 def iteration_rerun_view(request, project_pk, pk):
     project, iteration = _get_iteration(request, project_pk, pk, capability=Capability.TRAIN)
-    regression_request = _regression_request()
-    if regression_request is None:
-        return HttpResponse(
-            "The regression test cannot be re-run from this page yet.",
-            status=409,
-            content_type="text/plain; charset=utf-8",
-        )
-    if iteration.candidate is None or iteration.candidate.status == "training":
-        messages.error(request, "There is no trained candidate to test yet.")
+    if iteration.candidate is None:
+        messages.error(request, "There is no candidate to test yet.")
     else:
         try:
             regression_request(version=iteration.candidate, by=request.user)
-        except (ValueError, IterationError) as error:
+        except RegressionError as error:
+            # Not testable yet, or the task queue is unreachable: nothing was queued.
             messages.error(request, str(error))
         else:
             messages.success(

@@ -650,3 +650,126 @@ def test_a_decided_iteration_cannot_be_abandoned(team, world):
     assert "A decided iteration stays as it was decided." in response.content.decode()
     world["iteration"].refresh_from_db()
     assert world["iteration"].status == "approved"
+
+
+# --- with the real report writer -------------------------------------------------------
+
+
+@pytest.fixture
+def media(tmp_path, settings):
+    settings.MEDIA_ROOT = tmp_path
+    return tmp_path
+
+
+def test_a_real_regression_report_renders_and_is_signed_off(reviews, media):
+    """Two iterations through real training and the real regression test:
+    the second one's page shows the report the writer stored, and a product
+    manager approves it on that report's hash."""
+    from iterations.models import ModelSettings
+    from iterations.services.iterations import iteration_decide, iteration_retrain
+    from iterations.services.regression import regression_run
+    from iterations.services.training import training_run
+    from tests.factories import MembershipFactory, UserFactory
+
+    project, ds = reviews.project, reviews.user
+    MembershipFactory(project=project, user=ds, role="data_scientist")
+    pm = UserFactory(username="pm")
+    MembershipFactory(project=project, user=pm, role="product_manager")
+    ModelSettings.objects.create(
+        project=project,
+        gain_matrix={
+            "great": {"great": 1.0, "other": -0.5},
+            "other": {"great": -4.0, "other": 0.5},
+        },
+        useful_baseline=50.0,
+        slice_fields=["product"],
+    )
+
+    def through(title, **retrain):
+        iteration = iteration_create(project=project, by=ds, title=title, hypothesis="h")
+        job = iteration_retrain(iteration=iteration, by=ds, queue=False, **retrain)
+        assert training_run(job_id=job.pk).state == "succeeded"
+        report = regression_run(version_id=job.version_id)
+        iteration.refresh_from_db()
+        assert iteration.status == "ready"
+        return iteration, report
+
+    first, first_report = through("First model")
+    iteration_decide(iteration=first, by=pm, verdict="approve", comment="start")
+    ModelVersion.objects.filter(pk=first.candidate_id).update(status="production")
+    # The experts relabel 30 samples: the second model learns something else.
+    from labelling.models import Sample
+
+    moved = Sample.objects.filter(project=project, consensus_label=reviews.classes["other"])[:30]
+    Sample.objects.filter(pk__in=[s.pk for s in moved]).update(
+        consensus_label=reviews.classes["great"]
+    )
+    second, report = through("Only the text", refit=["text"])
+
+    client = Client()
+    client.force_login(pm)
+    page = reverse("iterations:iteration_detail", args=[project.pk, second.pk])
+    body = client.get(page).content.decode()
+    payload = report.payload
+    assert payload["comparison"]["against"] == 1
+    assert report.content_hash[:12] in body and f'value="{report.content_hash}"' in body
+    for v in payload["versions"]:
+        assert f"{v['metrics']['accuracy'] * 100:.1f}%" in body
+    for gate in payload["gates"]["results"]:
+        assert unescape(gate["sentence"]) in unescape(body)
+    mcnemar = payload["comparison"]["mcnemar"]
+    assert mcnemar["b"] + mcnemar["c"] > 0
+    assert f"gets {mcnemar['c']} samples right that production got wrong" in body
+    assert "McNemar's exact test" in unescape(body) and "Slice: product" in body
+    assert "30 changed" in body  # the data diff against production's snapshot
+    assert body.count("<svg") == 5
+    for flip in payload["comparison"]["flips"]["fixed"][:3]:
+        assert reverse("labelling:sample_detail", args=[project.pk, flip["sample_id"]]) in body
+    response = client.post(
+        reverse("iterations:iteration_decide", args=[project.pk, second.pk]),
+        {
+            "verdict": "approve",
+            "comment": "text only is enough",
+            "report_hash": report.content_hash,
+        },
+    )
+    assert response.status_code == 302
+    decision = Decision.objects.get(iteration=second)
+    assert (decision.report, decision.version_id) == (report, second.candidate_id)
+
+
+def test_a_data_scientist_reruns_the_regression_test(team, world):
+    from iterations.tasks import regression_run_task
+
+    client = team.client("data_scientist")
+    page = client.get(url("iteration_detail", team, world["iteration"].pk)).content.decode()
+    assert "Re-run regression test" in page
+    with mock.patch.object(regression_run_task, "delay") as delay:
+        response = client.post(url("iteration_rerun", team, world["iteration"].pk))
+    delay.assert_called_once_with(world["candidate"].pk, team.users["data_scientist"].pk)
+    assert response["Location"].endswith("#report")
+    body = client.get(response["Location"]).content.decode()
+    assert "Regression test of version 2 queued" in body
+    assert AuditEvent.objects.filter(action="regression.request").exists()
+
+
+def test_rerun_with_the_broker_down_says_so(team, world):
+    from iterations.tasks import regression_run_task
+
+    client = team.client("owner")
+    with mock.patch.object(regression_run_task, "delay", side_effect=OperationalError("refused")):
+        response = client.post(url("iteration_rerun", team, world["iteration"].pk), follow=True)
+    assert "The task queue is unreachable" in response.content.decode()
+    assert not AuditEvent.objects.filter(action="regression.request").exists()
+
+
+def test_rerun_requires_train_role(team, world):
+    from iterations.tasks import regression_run_task
+
+    page = team.client("product_manager").get(url("iteration_detail", team, world["iteration"].pk))
+    assert "Re-run regression test" not in page.content.decode()
+    with mock.patch.object(regression_run_task, "delay") as delay:
+        response = team.client("product_manager").post(
+            url("iteration_rerun", team, world["iteration"].pk)
+        )
+    assert response.status_code == 403 and not delay.called
