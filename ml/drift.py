@@ -58,6 +58,20 @@ class CategoricalDrift:
     reference_share: dict = field(default_factory=dict)
     current_share: dict = field(default_factory=dict)
 
+    @property
+    def largest_share_change(self) -> tuple[str, float]:
+        """The category whose share moved most, and by how much (current −
+        reference, as a fraction). PSI barely moves when a two-class share
+        goes from 22% to 33%; this is the number people read."""
+        changes = {
+            c: self.current_share.get(c, 0.0) - self.reference_share.get(c, 0.0)
+            for c in self.reference_share.keys() | self.current_share.keys()
+        }
+        if not changes:
+            return "", 0.0
+        category = max(sorted(changes), key=lambda c: abs(changes[c]))
+        return category, changes[category]
+
 
 @dataclass(frozen=True)
 class TextDrift:
@@ -218,6 +232,11 @@ class Thresholds:
 
     psi: float | None = PSI_MAJOR
     p_value: float | None = None  # KS / chi-square p-values flag everything at scale; off
+    # A category's share moving by more than this (0.05 = 5 points) with the
+    # chi-square test below share_p_value: for class mixes (predicted or true),
+    # where PSI stays small.
+    share_points: float | None = 0.05
+    share_p_value: float = 0.01
     oov_increase: float | None = 0.10  # OOV share above the reference's own by this much
     centroid_distance: float | None = 0.2
 
@@ -238,6 +257,24 @@ def alerts(results, thresholds: Thresholds = Thresholds()) -> list[Alert]:
                         f"{thresholds.psi:g} ({_psi_words(r.psi)}).",
                     )
                 )
+            if isinstance(r, CategoricalDrift) and thresholds.share_points is not None:
+                category, change = r.largest_share_change
+                significant = (
+                    r.chi2_p_value is not None and r.chi2_p_value < thresholds.share_p_value
+                )
+                if abs(change) > thresholds.share_points and significant:
+                    before = r.reference_share.get(category, 0.0)
+                    out.append(
+                        Alert(
+                            r.field,
+                            "share_change",
+                            change,
+                            thresholds.share_points,
+                            f"{r.field}: the share of {category!r} moved from {before:.1%} "
+                            f"to {before + change:.1%} ({change * 100:+.1f} points, "
+                            f"chi-square p = {r.chi2_p_value:.2g}).",
+                        )
+                    )
             p = r.ks_p_value if isinstance(r, NumericDrift) else r.chi2_p_value
             if thresholds.p_value is not None and p is not None and p < thresholds.p_value:
                 test = "Kolmogorov-Smirnov" if isinstance(r, NumericDrift) else "chi-square"

@@ -98,15 +98,36 @@ def test_prediction_drift_and_alert_sentences():
         ["on time"] * 87 + ["late"] * 13, ["on time"] * 67 + ["late"] * 33
     )
     assert result.field == "predicted class"
-    (alert,) = drift.alerts([result], drift.Thresholds(psi=0.1))
+    (alert,) = drift.alerts([result], drift.Thresholds(psi=0.1, share_points=None))
     assert alert.measure == "psi" and "above 0.1" in alert.sentence
-    assert drift.alerts([result], drift.Thresholds(psi=None)) == []
+    assert drift.alerts([result], drift.Thresholds(psi=None, share_points=None)) == []
+
+
+def test_a_class_share_moving_raises_an_alert_that_psi_alone_misses():
+    reference = ["late"] * 2200 + ["on time"] * 7800
+    moved = ["late"] * 3300 + ["on time"] * 6700
+    same = ["late"] * 225 + ["on time"] * 775
+    result = drift.categorical_drift("arrived late", reference, moved)
+    assert result.psi < drift.PSI_MODERATE
+    assert result.largest_share_change[1] == pytest.approx(0.11)
+    (alert,) = drift.alerts([result])
+    assert alert.measure == "share_change"
+    assert alert.sentence.startswith("arrived late: the share of ")
+    assert "22.0% to 33.0% (+11.0 points" in alert.sentence
+    # The same share on fewer rows: a 0.5-point wobble, no alert.
+    assert drift.alerts([drift.categorical_drift("arrived late", reference, same)]) == []
+
+
+def test_a_large_share_change_on_a_handful_of_rows_is_not_significant():
+    result = drift.categorical_drift("x", ["a"] * 5 + ["b"] * 5, ["a"] * 7 + ["b"] * 3)
+    assert abs(result.largest_share_change[1]) == pytest.approx(0.2)
+    assert drift.alerts([result]) == []
 
 
 def test_p_value_alerts_are_opt_in():
-    reference = ["a"] * 500 + ["b"] * 500
-    current = ["a"] * 560 + ["b"] * 440
+    reference = ["a"] * 5000 + ["b"] * 5000
+    current = ["a"] * 5400 + ["b"] * 4600
     result = drift.categorical_drift("x", reference, current)
-    assert drift.alerts([result]) == []  # PSI is small
+    assert drift.alerts([result]) == []  # PSI is small, the share moved 4 points
     (alert,) = drift.alerts([result], drift.Thresholds(psi=None, p_value=0.05))
     assert "chi-square" in alert.sentence
