@@ -22,10 +22,11 @@ is a field of ``data``.
 import json
 import math
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 import pandas as pd
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from psycopg import postgres
 from psycopg.adapt import Dumper
@@ -115,8 +116,8 @@ def predictions_prepare(*, project, frame, fmt, row_offset=0) -> Batch:
     )
     matrix = _probabilities(probabilities, classes, errors, csv=fmt == "csv")
     latency = _latency(frame.get("latency_ms"), errors)
-    data_json = _dumps_column(data, frame.index, "data", errors)
-    segment_json = _dumps_column(segments, frame.index, "segment", errors, nullable=True)
+    data_json = _dumps_column(data, "data", errors)
+    segment_json = _dumps_column(segments, "segment", errors)
     errors.raise_if_any()
 
     probability_values = [dict(zip(classes, row, strict=True)) for row in matrix.tolist()]
@@ -126,7 +127,7 @@ def predictions_prepare(*, project, frame, fmt, row_offset=0) -> Batch:
         version_ids=version_ids,
         data=data_json,
         predicted=predicted.tolist(),
-        probabilities=[json.dumps(p) for p in probability_values],
+        probabilities=_probability_texts(classes, matrix),
         confidence=matrix.max(axis=1).tolist(),
         latency=latency,
         segments=segment_json,
@@ -346,14 +347,16 @@ def _latency(column, errors):
     return [None if v != v else v for v in numbers.astype(float).tolist()]
 
 
-def _dumps_column(values, index, name, errors, *, nullable=False):
+# One encoder for every row: json.dumps with options builds a new one per call.
+_ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+def _dumps_column(values, name, errors):
     """JSON text of each value. NaN and infinity are refused: Python's JSON
     reader accepts them, PostgreSQL's jsonb does not."""
+    encode = _ENCODE
     try:
-        return [
-            None if v is None else json.dumps(v, ensure_ascii=False, allow_nan=False)
-            for v in values
-        ]
+        return [None if v is None else encode(v) for v in values]
     except (ValueError, TypeError):
         pass
     out = []
@@ -362,11 +365,19 @@ def _dumps_column(values, index, name, errors, *, nullable=False):
             out.append(None)
             continue
         try:
-            out.append(json.dumps(value, ensure_ascii=False, allow_nan=False))
+            out.append(encode(value))
         except (ValueError, TypeError) as exc:
             errors.add(position, name, str(value), f"cannot be stored as JSON ({exc})")
             out.append(None)
     return out
+
+
+def _probability_texts(classes, matrix):
+    """``{"class": p, ...}`` per row, formatted directly: repr of a float is
+    the shortest text that reads back as the same float, as JSON writes it."""
+    keys = [json.dumps(name, ensure_ascii=False) for name in classes]
+    template = "{" + ",".join(f"{key}:%r" for key in keys) + "}"
+    return [template % tuple(row) for row in matrix.tolist()]
 
 
 # --- Writing ---------------------------------------------------------------------
@@ -398,7 +409,76 @@ _STAGE_COLUMNS = (
 )
 
 
+_TABLE_COLUMNS = (
+    ("project_id", "int8"),
+    ("request_id", "text"),
+    ("timestamp", "timestamptz"),
+    ("model_version_id", "int8"),
+    ("data", "jsonb"),
+    ("predicted", "text"),
+    ("probabilities", "jsonb"),
+    ("confidence", "float8"),
+    ("latency_ms", "float8"),
+    ("segment", "jsonb"),
+    ("received_at", "timestamptz"),
+)
+
+
+def _copy(cursor, table, columns, rows):
+    cursor.adapters.register_dumper(None, _JsonTextDumper)
+    names = ", ".join(name for name, _ in columns)
+    with cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types([kind for _, kind in columns])
+        for row in rows:
+            copy.write_row(row)
+
+
 def _write_postgres(project, batch, now):
+    """New request ids go straight into the table by COPY; a batch holding
+    stored ones goes through a staging table.
+
+    1. One indexed look-up finds which request ids are stored already.
+    2. None (the usual case): COPY into the log table itself, in a
+       savepoint. The unique constraint still guards it: if a concurrent
+       request stored one of the ids meanwhile, the COPY fails, the
+       savepoint rolls back and step 3 runs instead.
+    3. Otherwise: the staged path, which skips and compares stored rows.
+    """
+    table = PredictionLog._meta.db_table
+    latency = batch.latency or [None] * len(batch)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT 1 FROM {table} WHERE project_id = %s AND request_id = ANY(%s) LIMIT 1",  # noqa: S608
+            [project.pk, batch.request_ids],
+        )
+        if cursor.fetchone() is None:
+            try:
+                with transaction.atomic():
+                    _copy(
+                        cursor,
+                        table,
+                        _TABLE_COLUMNS,
+                        zip(
+                            repeat(project.pk),
+                            batch.request_ids,
+                            batch.timestamps,
+                            batch.version_ids,
+                            batch.data,
+                            batch.predicted,
+                            batch.probabilities,
+                            batch.confidence,
+                            latency,
+                            batch.segments,
+                            repeat(now),
+                        ),
+                    )
+                return len(batch)
+            except IntegrityError:
+                pass
+    return _write_postgres_staged(project, batch, now, latency)
+
+
+def _write_postgres_staged(project, batch, now, latency):
     """COPY into a temporary table, then one INSERT ... ON CONFLICT DO NOTHING.
 
     1. The stage lives until the transaction ends (ON COMMIT DROP).
@@ -415,11 +495,11 @@ def _write_postgres(project, batch, now):
         cursor.execute(f"DROP TABLE IF EXISTS {_STAGE}")
         columns = ", ".join(f"{name} {kind}" for name, kind in _STAGE_COLUMNS)
         cursor.execute(f"CREATE TEMPORARY TABLE {_STAGE} ({columns}) ON COMMIT DROP")
-        cursor.adapters.register_dumper(None, _JsonTextDumper)
-        names = ", ".join(name for name, _ in _STAGE_COLUMNS)
-        with cursor.copy(f"COPY {_STAGE} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types([kind for _, kind in _STAGE_COLUMNS])
-            for row in zip(
+        _copy(
+            cursor,
+            _STAGE,
+            _STAGE_COLUMNS,
+            zip(
                 batch.rows,
                 batch.request_ids,
                 batch.timestamps,
@@ -428,11 +508,11 @@ def _write_postgres(project, batch, now):
                 batch.predicted,
                 batch.probabilities,
                 batch.confidence,
-                batch.latency or [None] * len(batch),
+                latency,
                 batch.segments,
                 strict=True,
-            ):
-                copy.write_row(row)
+            ),
+        )
         # Identifiers are model metadata and constants; values are parameters.
         cursor.execute(
             f"INSERT INTO {table} (project_id, request_id, timestamp, model_version_id, data,"  # noqa: S608
