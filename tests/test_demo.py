@@ -10,9 +10,11 @@ from django.core.management.base import CommandError
 from iterations.models import (
     Artifact,
     DatasetSnapshot,
+    Decision,
     Iteration,
     KeywordRuleSet,
     ModelVersion,
+    RegressionReport,
     TrainingJob,
 )
 from iterations.services.artifacts import ensemble_load
@@ -149,19 +151,21 @@ def test_reset_rebuilds_with_new_passwords_and_records_it(var_dir):
     assert AuditEvent.objects.filter(action="demo.reset").count() == 1
 
 
-@pytest.mark.django_db
-def test_it_ends_with_a_first_model_trained_through_an_iteration(var_dir):
-    build()
+# Transactional: the regression test is queued when the training commits.
+@pytest.mark.django_db(transaction=True)
+def test_it_ends_with_version_1_in_production_through_a_whole_iteration(var_dir):
+    output = build()
 
     project = Project.objects.get(name="Fine-food reviews")
     rule_set = KeywordRuleSet.objects.get(project=project)
     assert (rule_set.number, rule_set.created_by.username) == (1, "expert")
     iteration = Iteration.objects.get(project=project)
     assert (iteration.title, iteration.opened_by.username) == ("First model", "scientist")
+    assert iteration.status == Iteration.Status.APPROVED
     version = ModelVersion.objects.get(project=project)
     assert (version.number, version.iteration, iteration.candidate) == (1, iteration, version)
-    assert version.rule_set == rule_set
-    assert version.created_by.username == "scientist"
+    assert version.status == ModelVersion.Status.PRODUCTION
+    assert (version.rule_set, version.created_by.username) == (rule_set, "scientist")
     job = TrainingJob.objects.get(version=version)
     assert job.state == TrainingJob.State.SUCCEEDED, job.error
     # The default ensemble has its three sub-models, the rules among them.
@@ -169,17 +173,37 @@ def test_it_ends_with_a_first_model_trained_through_an_iteration(var_dir):
     keys = set(version.artifacts.values_list("key", flat=True))
     assert keys == {"text", "fields", "rules", Artifact.COMBINER}
     assert all((var_dir / "media" / a.file.name).is_file() for a in version.artifacts.all())
+    # The regression report the product manager signed, and the signature on it.
+    report = RegressionReport.objects.get(candidate=version)
+    assert report.passed
+    assert report.payload["candidate"] == 1 and report.payload["production"] is None
+    decision = Decision.objects.get(iteration=iteration)
+    assert (decision.verdict, decision.by.username) == ("approve", "pm")
+    assert (decision.version, decision.report, decision.report_hash) == (
+        version,
+        report,
+        report.content_hash,
+    )
     # The stored model loads and predicts the project's classes on its holdout.
     holdout, labels = snapshot_train_frame(version.snapshot, split="holdout")
     assert len(holdout) > 0
-    proba = ensemble_load(version).predict_proba(holdout)
-    assert proba.shape == (len(holdout), 2)
-    assert AuditEvent.objects.filter(
-        project=project, action="training.succeeded", actor__username="scientist"
-    ).exists()
+    assert ensemble_load(version).predict_proba(holdout).shape == (len(holdout), 2)
+    actions = list(
+        AuditEvent.objects.filter(project=project, target_id=str(version.pk))
+        .filter(action="model_version.status")
+        .order_by("pk")
+        .values_list("actor__username", "after__status")
+    )
+    assert actions == [
+        ("scientist", "training"),
+        ("scientist", "candidate"),
+        ("pm", "approved"),
+        ("owner", "production"),
+    ]
     assert AuditEvent.objects.filter(
         project=project, action="rule_set.create", actor__username="expert"
     ).exists()
+    assert "Version 1 is in production" in output
 
 
 def test_each_of_the_experts_rules_fires_on_real_reviews_and_mostly_rightly():
@@ -194,25 +218,33 @@ def test_each_of_the_experts_rules_fires_on_real_reviews_and_mostly_rightly():
         assert (train["score"][hits] == rule["label"]).mean() >= 0.7, column
 
 
-@pytest.mark.django_db
-def test_reset_deletes_the_models_and_their_files_too(var_dir, django_capture_on_commit_callbacks):
+@pytest.mark.django_db(transaction=True)
+def test_reset_deletes_the_models_and_their_files_too(var_dir):
     build()
     old_project = Project.objects.get(name="Fine-food reviews")
     old_files = [var_dir / "media" / a.file.name for a in Artifact.objects.all()]
     assert old_files and all(path.is_file() for path in old_files)
+    assert Decision.objects.exists() and RegressionReport.objects.exists()
 
-    # The files go once the deletion is committed.
-    with django_capture_on_commit_callbacks(execute=True):
-        build("--reset")
+    build("--reset")
 
     assert not any(path.exists() for path in old_files)
     assert not (var_dir / "media" / "artifacts" / str(old_project.pk)).exists()
-    for model in (Iteration, ModelVersion, TrainingJob, DatasetSnapshot, KeywordRuleSet):
+    for model in (
+        Iteration,
+        ModelVersion,
+        TrainingJob,
+        DatasetSnapshot,
+        KeywordRuleSet,
+        RegressionReport,
+    ):
         assert not model.objects.filter(project_id=old_project.pk).exists(), model
     assert not Artifact.objects.filter(version__project_id=old_project.pk).exists()
+    assert not Decision.objects.filter(iteration__project_id=old_project.pk).exists()
     # And the new build trained its own first model.
     project = Project.objects.get(name="Fine-food reviews")
     version = ModelVersion.objects.get(project=project)
+    assert version.status == ModelVersion.Status.PRODUCTION
     assert all((var_dir / "media" / a.file.name).is_file() for a in version.artifacts.all())
 
 

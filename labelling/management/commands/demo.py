@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+from celery import current_app
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
@@ -34,12 +35,17 @@ from iterations.models import (
     DatasetSnapshot,
     Decision,
     Iteration,
-    KeywordRuleSet,
     ModelVersion,
     RegressionReport,
     TrainingJob,
 )
-from iterations.services.iterations import iteration_create, iteration_retrain
+from iterations.services.iterations import (
+    iteration_create,
+    iteration_decide,
+    iteration_retrain,
+    latest_report,
+)
+from iterations.services.settings import rule_set_create
 from iterations.services.training import training_run
 from leanml_site.audit import audit_record
 from leanml_site.models import AuditEvent
@@ -158,6 +164,18 @@ def _remove_files(names):
             folder.rmdir()
 
 
+@contextlib.contextmanager
+def _tasks_run_here():
+    """Celery tasks queued inside the block run at once, in this process."""
+    conf = current_app.conf
+    before = conf.task_always_eager
+    conf.task_always_eager = True
+    try:
+        yield
+    finally:
+        conf.task_always_eager = before
+
+
 class Command(BaseCommand):
     help = "Build the demo project (fine-food reviews) and its users, once; print the logins."
 
@@ -201,10 +219,10 @@ class Command(BaseCommand):
                 # since the old ones cannot be recovered from their hashes.
                 self._write_logins(self._set_passwords(self._users()))
             self.stdout.write(f"The demo project '{PROJECT_NAME}' is already there.")
-            if not project.model_versions.exists():
+            if not project.model_versions.filter(status=ModelVersion.Status.PRODUCTION).exists():
                 self.stdout.write(
                     self.style.WARNING(
-                        "It has no model yet (its first training did not finish); "
+                        "It has no production model (its first model did not finish); "
                         "`manage.py demo --reset` builds it again."
                     )
                 )
@@ -327,14 +345,20 @@ class Command(BaseCommand):
 
         The expert writes keyword rules v1 (so the default ensemble has its
         three sub-models: text, product, rules); the data scientist opens the
-        iteration "First model" and retrains; the job runs in this process
-        (``queue=False`` + ``training_run``), because during ``make run`` the
-        Celery worker only starts after this command, and a queued job would
-        make the demo wait for it. The regression test follows, the product
-        manager approves on its report, and the owner puts the approved
-        version in production.
+        iteration "First model" and retrains it. The training job runs here,
+        in this process (``queue=False`` then ``training_run``), because under
+        ``make run`` the Celery worker starts only after this command; the
+        regression test that a successful training queues runs here too, as
+        an eager task, so nothing is left waiting for the worker. The product
+        manager approves on the report, and the owner puts the version in
+        production (see ``_put_in_production``).
         """
-        self._rule_set(project, users["expert"])
+        rule_set_create(
+            project=project,
+            by=users["expert"],
+            rules=RULES,
+            note="First rules: words that nearly always mean delight, or its absence.",
+        )
         iteration = iteration_create(
             project=project,
             by=users["scientist"],
@@ -345,28 +369,51 @@ class Command(BaseCommand):
             effort="Small",
         )
         job = iteration_retrain(iteration=iteration, by=users["scientist"], queue=False)
-        job = training_run(job_id=job.pk)
+        with _tasks_run_here():
+            job = training_run(job_id=job.pk)
         if job.state != TrainingJob.State.SUCCEEDED:
             raise CommandError(f"The demo's first model did not train: {job.message}")
-        return job.version
+        version = job.version
+        report = latest_report(version)
+        if report is None:
+            raise CommandError(f"Version {version.number} trained, but its regression test failed.")
+        accuracy = report.payload["versions"][0]["metrics"]["accuracy"]
+        iteration_decide(
+            iteration=iteration,
+            by=users["pm"],
+            verdict=Decision.Verdict.APPROVE,
+            comment=f"First model: nothing in production to compare with; {accuracy:.1%} "
+            f"accurate on {report.payload['holdout']['n']} held-out reviews is a start.",
+            report_hash=report.content_hash,
+        )
+        version.refresh_from_db()
+        self._put_in_production(version, by=users["owner"])
+        return version
 
-    def _rule_set(self, project, expert):
-        """Keyword rules v1, as the expert would write them on the rules page."""
-        rule_set = KeywordRuleSet.objects.create(
-            project=project,
-            number=1,
-            rules=RULES,
-            note="First rules: words that nearly always mean delight, or its absence.",
-            created_by=expert,
-        )
-        audit_record(
-            actor=expert,
-            action="rule_set.create",
-            project=project,
-            target=rule_set,
-            after={"number": rule_set.number, "rules": len(RULES)},
-        )
-        return rule_set
+    def _put_in_production(self, version, *, by):
+        """Approved → production, audited like every status change.
+
+        There is no deployment service yet (deployment states come with
+        monitoring); until there is, the demo sets the status itself, here
+        and only here, so the project opens with a production model that the
+        next iteration's report compares against.
+        """
+        with transaction.atomic():
+            before = version.status
+            ModelVersion.objects.filter(pk=version.pk, status=ModelVersion.Status.APPROVED).update(
+                status=ModelVersion.Status.PRODUCTION
+            )
+            version.refresh_from_db()
+            if version.status != ModelVersion.Status.PRODUCTION:
+                raise CommandError(f"Version {version.number} is {version.status}, not approved.")
+            audit_record(
+                actor=by,
+                action="model_version.status",
+                project=version.project,
+                target=version,
+                before={"status": before},
+                after={"status": version.status, "by": "manage.py demo (no deployment service)"},
+            )
 
     # --- resetting -----------------------------------------------------------
 
@@ -442,3 +489,19 @@ class Command(BaseCommand):
                 f"{disputed} disputed for review."
             )
         )
+        production = project.model_versions.filter(status=ModelVersion.Status.PRODUCTION).first()
+        if production is not None:
+            report = latest_report(production)
+            accuracy = report.payload["versions"][0]["metrics"]["accuracy"] if report else None
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"Version {production.number} is in production: trained from a snapshot of "
+                    f"{production.snapshot.row_count:,} labelled reviews in the iteration "
+                    f"'{FIRST_ITERATION}', approved by the product manager"
+                    + (
+                        f", {accuracy:.1%} accurate on the holdout."
+                        if accuracy is not None
+                        else "."
+                    )
+                )
+            )
