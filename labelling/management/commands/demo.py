@@ -11,7 +11,13 @@ two experts who disagree now and then, so the review and agreement pages have
 something to show. Overlap stays 1: every queued sample needs one label, and
 the double-labelled rows were labelled twice on purpose.
 
-Running it again does nothing but print the logins; ``--reset`` rebuilds.
+It ends with a model to improve: version 1, trained through the path every
+retrain takes (keyword rules by the expert, an iteration opened by the data
+scientist, training job, regression report, the product manager's approval)
+and then put in production; see ``Command._first_model``.
+
+Running it again does nothing but print the logins; ``--reset`` rebuilds (models,
+reports and artifact files included).
 Demo passwords are random, made on the first build, and kept only in
 ``$LEANML_VAR_DIR/demo_logins.txt`` (mode 0600), since a hash cannot be read back.
 """
