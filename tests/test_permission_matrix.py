@@ -139,6 +139,7 @@ def _url_kwargs(keys):
         "job": "job_pk",
         "it": "pk",
         "tj": "job_pk",
+        "key": "pk",
     }
     return [names[k] for k in keys]
 
@@ -350,3 +351,40 @@ def test_iteration_api_for_training_or_deciding_roles(
     else:
         assert response.status_code == 403
         assert "message" in response.json()
+
+
+# --- monitoring: API keys page, ingestion and key API ---------------------------------
+MONITORING_PAGES = [
+    ("get", "monitoring:api_key_list", ["p"], T, None),
+    ("post", "monitoring:api_key_list", ["p"], T, {}),
+    ("post", "monitoring:api_key_revoke", ["p", "key"], T, {}),
+]
+# With a person's login, sending data is for those who train models (experts may not).
+MONITORING_API = [
+    ("post", f"{_P}/predictions/", T, []),
+    ("post", f"{_P}/outcomes/", T, []),
+    ("post", f"{_P}/feedback/", T, {"request_id": "r", "label": "great", "kind": "confirm"}),
+    ("get", f"{_P}/api-keys/", T, None),
+    ("post", f"{_P}/api-keys/", T, {"name": "k", "scopes": ["ingest"]}),
+    ("post", f"{_P}/api-keys/{{key}}/revoke/", T, {}),
+]
+
+
+@pytest.fixture
+def monitoring_world(team, world):
+    from monitoring.services.api_keys import api_key_create
+
+    key, _secret = api_key_create(project=team.project, by=None, name="k", scopes=["ingest"])
+    return {**world, "key": key.pk}
+
+
+@pytest.mark.parametrize("who", [*ROLES, "outsider", "anonymous"])
+@pytest.mark.parametrize(("method", "name", "keys", "capability", "data"), MONITORING_PAGES)
+def test_monitoring_page_access(team, monitoring_world, who, method, name, keys, capability, data):
+    test_page_access(team, monitoring_world, who, method, name, keys, capability, data)
+
+
+@pytest.mark.parametrize("who", [*ROLES, "outsider", "anonymous"])
+@pytest.mark.parametrize(("method", "path", "capability", "data"), MONITORING_API)
+def test_monitoring_api_access(team, monitoring_world, who, method, path, capability, data):
+    test_api_access(team, monitoring_world, who, method, path, capability, data)
