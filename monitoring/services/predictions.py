@@ -427,7 +427,12 @@ _TABLE_COLUMNS = (
 def _copy(cursor, table, columns, rows):
     cursor.adapters.register_dumper(None, _JsonTextDumper)
     names = ", ".join(name for name, _ in columns)
-    with cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+    # cursor.copy is psycopg's own: without this, its errors would reach the
+    # caller as psycopg exceptions instead of Django's IntegrityError & co.
+    with (
+        connection.wrap_database_errors,
+        cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy,
+    ):
         copy.set_types([kind for _, kind in columns])
         for row in rows:
             copy.write_row(row)
@@ -447,11 +452,7 @@ def _write_postgres(project, batch, now):
     table = PredictionLog._meta.db_table
     latency = batch.latency or [None] * len(batch)
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT 1 FROM {table} WHERE project_id = %s AND request_id = ANY(%s) LIMIT 1",  # noqa: S608
-            [project.pk, batch.request_ids],
-        )
-        if cursor.fetchone() is None:
+        if not _any_stored(cursor, project, batch.request_ids):
             try:
                 with transaction.atomic():
                     _copy(
@@ -476,6 +477,15 @@ def _write_postgres(project, batch, now):
             except IntegrityError:
                 pass
     return _write_postgres_staged(project, batch, now, latency)
+
+
+def _any_stored(cursor, project, request_ids):
+    cursor.execute(
+        f"SELECT 1 FROM {PredictionLog._meta.db_table}"  # noqa: S608
+        " WHERE project_id = %s AND request_id = ANY(%s) LIMIT 1",
+        [project.pk, request_ids],
+    )
+    return cursor.fetchone() is not None
 
 
 def _write_postgres_staged(project, batch, now, latency):
