@@ -83,6 +83,9 @@ def model_settings_update(*, project, by, changes: dict) -> ModelSettings:
     clean = {name: _CLEANERS[name](project, value) for name, value in changes.items()}
     with transaction.atomic():
         settings, _ = ModelSettings.objects.select_for_update().get_or_create(project=project)
+        _check_value_gate(
+            clean.get("gates", settings.gates), clean.get("gain_matrix", settings.gain_matrix)
+        )
         before = {name: getattr(settings, name) for name in clean}
         changed = {name: value for name, value in clean.items() if before[name] != value}
         if not changed:
@@ -99,6 +102,16 @@ def model_settings_update(*, project, by, changes: dict) -> ModelSettings:
             after=changed,
         )
     return settings
+
+
+def _check_value_gate(gates, gain_matrix):
+    """A value gate with no value metric would fail every report."""
+    if not gain_matrix and any(g.get("gate") == "value_not_worse" for g in gates or []):
+        raise SettingsError(
+            "The value gate needs a value metric: fill in the gain matrix, or turn the value "
+            "gate off.",
+            "gates",
+        )
 
 
 def class_names(project) -> list[str]:

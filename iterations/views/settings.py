@@ -262,7 +262,7 @@ def _form_values(project, settings, post):
         ]
         baseline = _plain(settings.useful_baseline)
         slices = settings.slice_fields or []
-        gates = _gate_rows(settings.gates)
+        gates = _gate_rows(settings.gates, has_value=bool(settings.gain_matrix))
         compare_last = settings.compare_last
         retrain_every = settings.retrain_every or ""
     return {
@@ -285,9 +285,10 @@ def _plain(number):
     return f"{number:g}"
 
 
-def _gate_rows(saved):
+def _gate_rows(saved, *, has_value):
     """Each gate with on/off and its number in the form's units. An empty
-    list means the default gates of ml.gates.GateConfig."""
+    list means the default gates of ml.gates.GateConfig, without the value
+    gate while there is no value metric (as the regression test reads it)."""
     by_name = {g.get("gate"): g for g in saved or [] if isinstance(g, dict)}
     defaults = GateConfig()
     rows = []
@@ -298,7 +299,7 @@ def _gate_rows(saved):
             number = entry.get(key) if entry else None
         else:
             number = getattr(defaults, attribute)
-            on = number is not None
+            on = number is not None and (has_value or name != "value_not_worse")
         if number is None:
             number = LATENCY_SUGGESTION if name == "max_latency_ms_per_1000" else 0.0
         rows.append({"name": name, "label": label, "on": on, "value": _plain(number * scale)})

@@ -478,6 +478,7 @@ def test_an_expert_may_not_change_model_settings(crew):
         ({"gates": {"gate": "x"}}, "gates", "list of objects"),
         ({"gates": [{"gate": "max_recall_drop", "points": -1}]}, "gates", "max_recall_drop"),
         ({"gates": [{"gate": "speed"}]}, "gates", "unknown gate 'speed'"),
+        ({"gates": [{"gate": "value_not_worse", "margin": 0}]}, "gates", "needs a value metric"),
         ({"colour": "red"}, "colour", "colour"),
     ],
 )

@@ -270,3 +270,30 @@ def test_a_gate_the_regression_test_would_refuse_is_not_saved(crew):
     assert response.status_code == 400
     assert "fraction" in response.content.decode()
     assert not ModelSettings.objects.exists()
+
+
+def test_the_value_gate_needs_a_value_metric(crew):
+    client = client_for(crew, "owner")
+    page = client.get(settings_url(crew)).content.decode()
+    # No gain matrix yet: the default gates shown leave the value gate off.
+    assert 'name="gate_value_not_worse" value="1" checked' not in page
+    assert 'name="gate_max_recall_drop" value="1" checked' in page
+    response = client.post(
+        settings_url(crew),
+        full_form(
+            gain_0_0="",
+            gain_0_1="",
+            gain_1_0="",
+            gate_value_not_worse="1",
+            gate_value_not_worse_value="0",
+        ),
+    )
+    assert response.status_code == 400
+    assert "The value gate needs a value metric" in response.content.decode()
+    assert not ModelSettings.objects.exists()
+    # With a gain matrix in the same form it is accepted.
+    response = client.post(
+        settings_url(crew), full_form(gate_value_not_worse="1", gate_value_not_worse_value="0")
+    )
+    assert response.status_code == 302
+    assert {"gate": "value_not_worse", "margin": 0.0} in ModelSettings.objects.get().gates
