@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from django.core.cache import cache
 from django.db.models import OuterRef, Subquery
 
 from labelling.models import Sample
@@ -15,6 +16,7 @@ from .models import Decision, Iteration, ModelVersion, RegressionReport, Snapsho
 # A data diff beyond this many rows per snapshot is still computed (it is one
 # query per snapshot and a pandas join), but the listed examples are capped.
 DIFF_EXAMPLES = 20
+DIFF_CACHE_SECONDS = 7 * 24 * 3600
 
 
 def iteration_list(*, project):
@@ -92,11 +94,26 @@ def iteration_data_diff(*, iteration) -> DataDiff:
     if candidate.snapshot_id == production.snapshot_id:
         result.same_snapshot = True
         return result
-    old_rows, new_rows = _rows(production.snapshot), _rows(candidate.snapshot)
+    # Snapshots never change, so neither does their diff: it is worked out
+    # once per pair (about 4 s for two snapshots of 100,000 rows) and cached.
+    key = "iterations:snapshot-diff:" + ":".join(
+        f"{s.pk}-{s.content_hash[:16]}-{s.created_at.timestamp()}"
+        for s in (production.snapshot, candidate.snapshot)
+    )
+    cached = cache.get(key)
+    if cached is None:
+        cached = _diff(iteration.project, production.snapshot, candidate.snapshot)
+        cache.set(key, cached, timeout=DIFF_CACHE_SECONDS)
+    result.per_class, result.totals, result.examples = cached
+    return result
+
+
+def _diff(project, old_snapshot, new_snapshot):
+    old_rows, new_rows = _rows(old_snapshot), _rows(new_snapshot)
     diff = snapshot_diff(old_rows, new_rows)
     new_label = {str(external_id): label for external_id, _, label, _ in new_rows}
     corrected = Counter(new_label[str(external_id)] for external_id, _, _ in diff.corrected)
-    result.per_class = [
+    per_class = [
         {
             "label": change.label,
             "old": change.old,
@@ -110,7 +127,7 @@ def iteration_data_diff(*, iteration) -> DataDiff:
         }
         for change in diff.per_class
     ]
-    result.totals = {
+    totals = {
         "old": len(old_rows),
         "new": len(new_rows),
         "added": len(diff.added),
@@ -121,11 +138,11 @@ def iteration_data_diff(*, iteration) -> DataDiff:
     relabelled, removed = diff.relabelled[:DIFF_EXAMPLES], diff.removed[:DIFF_EXAMPLES]
     ids = dict(
         Sample.objects.filter(
-            project=iteration.project,
+            project=project,
             external_id__in=[row[0] for row in relabelled] + [row[0] for row in removed],
         ).values_list("external_id", "pk")
     )
-    result.examples = {
+    examples = {
         "relabelled": [
             {"external_id": e, "sample_id": ids.get(e), "old": old, "new": new}
             for e, old, new in relabelled
@@ -134,4 +151,4 @@ def iteration_data_diff(*, iteration) -> DataDiff:
             {"external_id": e, "sample_id": ids.get(e), "label": label} for e, label in removed
         ],
     }
-    return result
+    return per_class, totals, examples

@@ -255,6 +255,24 @@ def test_detail_shows_the_data_diff_per_class(team, world):
     assert reverse("labelling:sample_detail", args=[team.project.pk, r1.pk]) in body
 
 
+def test_the_data_diff_is_worked_out_once_per_pair_of_snapshots(team, world):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from iterations.selectors import iteration_data_diff
+
+    first = iteration_data_diff(iteration=world["iteration"])
+    with CaptureQueriesContext(connection) as queries:
+        again = iteration_data_diff(iteration=world["iteration"])
+    assert not [q for q in queries.captured_queries if "snapshotrow" in q["sql"].lower()]
+    assert (again.per_class, again.totals, again.examples) == (
+        first.per_class,
+        first.totals,
+        first.examples,
+    )
+    assert again.totals["relabelled"] == 1
+
+
 def test_detail_says_plainly_when_there_is_no_production_model(team, world):
     ModelVersion.objects.filter(pk=world["production"].pk).update(status="retired")
     body = (
