@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 
@@ -69,6 +70,32 @@ class TfidfLogReg(SubModel):
             strip_accents="unicode",
             dtype=np.float32,
         )
+
+    # skops writes a dict entry by entry: a 32,000-term vocabulary made a
+    # 25 MB artifact that took ~30 s to write and ~5 s to check and load
+    # (bench/bench_iterations.py), more than fitting. Stored as one string of
+    # the terms in column order it is a few hundred KB, written and read at once.
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        vectorizer = state.get("vectorizer_")
+        vocabulary = getattr(vectorizer, "vocabulary_", None)
+        if vocabulary and sorted(vocabulary.values()) == list(range(len(vocabulary))):
+            terms = [""] * len(vocabulary)
+            for term, column in vocabulary.items():
+                terms[column] = term
+            if not any("\n" in term for term in terms):
+                vectorizer = copy.copy(vectorizer)
+                del vectorizer.vocabulary_
+                state["vectorizer_"] = vectorizer
+                state["vocabulary_terms_"] = "\n".join(terms)
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        terms = state.pop("vocabulary_terms_", None)
+        self.__dict__.update(state)
+        if terms is not None:
+            self.vectorizer_.vocabulary_ = {t: i for i, t in enumerate(terms.split("\n"))}
 
     def _predict_proba(self, frame):
         features = self.vectorizer_.transform(clean_text(frame[self.fields[0]]))
