@@ -507,6 +507,30 @@ def test_report_without_production_says_so(team, world):
     assert "Flipped samples" not in body
 
 
+def test_report_says_which_version_could_not_be_rescored_and_that_no_value_is_set(team, world):
+    from .report_payload import build_payload
+
+    earlier = version(team, 3, "rejected", world["snapshots"][0])
+    payload = build_payload(
+        classes=["great", "other"],
+        candidate=world["candidate"],
+        production=world["production"],
+        earlier=[earlier],
+    )
+    payload["versions"][2].update(
+        metrics=None,
+        slices=None,
+        value_per_1000=None,
+        error="artifact text of version 3 failed its sha256 check",
+    )
+    make_report(project=team.project, candidate=world["candidate"], payload=payload)
+    body = team.client("expert").get(url("iteration_detail", team, world["iteration"].pk))
+    body = body.content.decode()
+    assert "Not re-scored: artifact text of version 3 failed its sha256 check" in body
+    assert "No gain matrix is set" in body and "Value / 1,000" not in body
+    assert body.count("<svg") == 4  # no value chart without a gain matrix
+
+
 def test_report_escapes_hostile_class_names_and_sample_ids(team, world):
     great, other = team.classes
     great.name = HOSTILE
