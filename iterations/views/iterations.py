@@ -14,7 +14,7 @@ from labelling.permissions import get_project_for_user
 from leanml_site.roles import Capability, role_can
 
 from ..forms import AbandonForm, DecisionForm, IterationForm, RetrainForm
-from ..models import Iteration, TrainingJob
+from ..models import Decision, Iteration, TrainingJob
 from ..selectors import (
     iteration_attempts,
     iteration_data_diff,
@@ -35,6 +35,7 @@ from ..services.training import TrainingError, training_cancel
 from .report import report_context
 
 ACTIVE = (TrainingJob.State.QUEUED, TrainingJob.State.RUNNING)
+PAST = {Decision.Verdict.APPROVE: "approved", Decision.Verdict.REJECT: "rejected"}
 # After training, the page keeps polling for the regression report this long;
 # a report that takes longer shows up on the next reload.
 REPORT_WAIT_SECONDS = 600
@@ -254,12 +255,19 @@ def iteration_decide_view(request, project_pk, pk):
             )
         except IterationError as error:
             field = error.field if error.field in form.fields else None
-            # The hidden hash has no place to show an error: say it above the form.
-            form.add_error(None if field == "report_hash" else field, str(error))
+            if field == "report_hash":
+                # The page now shows the newer report; the form carries its
+                # hash, so a decision sent from it is a decision on that one.
+                fresh = request.POST.copy()
+                fresh["report_hash"] = latest_report(iteration.candidate).content_hash
+                form = DecisionForm(fresh)
+                form.is_valid()
+                field = None  # a hidden field: say it above the form
+            form.add_error(field, str(error))
         else:
             messages.success(
                 request,
-                f"Version {decision.version.number} {decision.get_verdict_display().lower()}d "
+                f"Version {decision.version.number} {PAST[decision.verdict]} "
                 f"on report {decision.report_hash[:12]}.",
             )
             return _detail_at(project, iteration, "signoff")

@@ -565,6 +565,7 @@ def test_a_product_manager_approves_on_the_report_shown(team, world):
         {"verdict": "approve", "comment": "Good gain.", "report_hash": report.content_hash},
     )
     assert response.status_code == 302
+    assert "Version 2 approved on report" in client.get(page).content.decode()
     decision = Decision.objects.get()
     assert (decision.version, decision.report, decision.report_hash) == (
         world["candidate"],
@@ -610,7 +611,8 @@ def test_a_stale_report_hash_is_refused(team, world):
     assert "The regression report changed since you opened the page" in unescape(
         response.content.decode()
     )
-    assert new.content_hash in response.content.decode()  # the form now carries the new one
+    # The page shows the new report and its form carries the new hash.
+    assert f'name="report_hash" value="{new.content_hash}"' in response.content.decode()
     assert not Decision.objects.exists()
 
 
