@@ -98,7 +98,9 @@ def confusion(matrix, classes, *, title):
     by their share of the row."""
     if not matrix or not classes:
         return ""
-    k = len(classes)
+    k = len(matrix)
+    # A payload is data: never trust its class list to match the matrix.
+    classes = [classes[i] if i < len(classes) else f"#{i + 1}" for i in range(k)]
     cell = max(28, min(56, 320 // k))
     left, top = 110, 70
     width, height = left + cell * k + 10, top + cell * k + 10
@@ -136,7 +138,10 @@ def confusion(matrix, classes, *, title):
 def calibration(series):
     """Reliability diagram: accuracy against confidence per bin, one line per
     version; the diagonal is perfect calibration. ``series``: [(name, bins)]."""
-    series = [(n, [b for b in bins if b.get("confidence") is not None]) for n, bins in series]
+    series = [
+        (n, [b for b in bins if b.get("confidence") is not None and b.get("accuracy") is not None])
+        for n, bins in series
+    ]
     series = [(n, bins) for n, bins in series if bins]
     if not series:
         return ""
