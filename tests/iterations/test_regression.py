@@ -71,8 +71,15 @@ def set_settings(project, **fields):
 
 @pytest.fixture
 def two_versions(reviews):
-    """v1 in production, v2 a candidate trained with another seed."""
+    """v1 in production; v2 a candidate trained with another seed after a
+    third of the training labels were turned to "other" (so the two differ)."""
     v1 = promote(train(reviews))
+    train_ids = list(
+        Sample.objects.filter(project=reviews.project, split="train")
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+    Sample.objects.filter(pk__in=train_ids[::3]).update(consensus_label=reviews.classes["other"])
     v2 = train(reviews, seed=3)
     return v1, v2
 
@@ -144,6 +151,7 @@ def test_candidate_is_compared_with_production(two_versions, reviews):
         assert row["label"] == label
         assert row["low"] <= row["difference"] <= row["high"]
     flips = comparison["flips"]
+    assert flips["fixed_count"] + flips["broken_count"] > 0, "the two versions should differ"
     mcnemar = comparison["mcnemar"]
     assert (mcnemar["b"], mcnemar["c"], mcnemar["n"]) == (
         flips["broken_count"],
