@@ -420,7 +420,12 @@ def test_progress_partial_polls_while_running_and_asks_for_a_reload_when_done(te
     assert response.status_code == 200 and "HX-Refresh" not in response
     assert 'aria-valuenow="42"' in body and "Fitting text" in body and "every 1s" in body
     assert "<html" not in body  # a partial, not a page
+    # Without JavaScript the whole page reloads itself while there is something to watch.
+    page = client.get(url("iteration_detail", team, world["iteration"].pk)).content.decode()
+    assert '<noscript><meta http-equiv="refresh" content="3"></noscript>' in page
     TrainingJob.objects.filter(pk=job.pk).update(state="failed", message="boom")
+    page = client.get(url("iteration_detail", team, world["iteration"].pk)).content.decode()
+    assert "http-equiv" not in page and "boom" in page
     response = client.get(progress, HTTP_HX_REQUEST="true")
     assert response["HX-Refresh"] == "true"
     assert "hx-trigger" not in response.content.decode() and "boom" in response.content.decode()
