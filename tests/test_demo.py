@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.utils import timezone
 
 from iterations.models import (
     Artifact,
@@ -24,6 +25,7 @@ from labelling.models import Annotation, Membership, Project, QueueItem, Sample
 from leanml_site.models import AuditEvent
 from leanml_site.roles import Role
 from ml.submodels import create
+from monitoring.models import PredictionLog
 
 LIMIT = 40  # rows per table: 20 labelled on import, 12 double-labelled, the rest queued
 
@@ -226,8 +228,23 @@ def test_reset_deletes_the_models_and_their_files_too(var_dir):
     assert old_files and all(path.is_file() for path in old_files)
     assert Decision.objects.exists() and RegressionReport.objects.exists()
 
+    # Someone tried the monitoring API on the demo's production model.
+    now = timezone.now()
+    PredictionLog.objects.create(
+        project=old_project,
+        request_id="r-1",
+        timestamp=now,
+        received_at=now,
+        model_version=ModelVersion.objects.get(project=old_project),
+        data={"review": "Stale and sad.", "product": "B000J0LSBG"},
+        predicted="other",
+        probabilities={"great": 0.2, "other": 0.8},
+        confidence=0.8,
+    )
+
     build("--reset")
 
+    assert not PredictionLog.objects.filter(project_id=old_project.pk).exists()
     assert not any(path.exists() for path in old_files)
     assert not (var_dir / "media" / "artifacts" / str(old_project.pk)).exists()
     for model in (

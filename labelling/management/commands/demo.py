@@ -56,6 +56,7 @@ from iterations.services.training import training_run
 from leanml_site.audit import audit_record
 from leanml_site.models import AuditEvent
 from leanml_site.roles import Role
+from monitoring.models import PredictionLog
 
 from ...models import Adjudication, Annotation, Flag, ImportJob, Project, Sample
 from ...services.annotations import annotation_submit
@@ -443,13 +444,16 @@ class Command(BaseCommand):
         audit_record(actor=None, action="demo.reset", after={"deleted_project": name})
 
     def _delete_models(self, project):
-        """The iterations rows, newest evidence first: decisions protect their
+        """The model rows, newest evidence first: logged predictions protect
+        their version, decisions protect their
         report and version, reports their versions, iterations their
         candidate, versions their parent, snapshot and configuration,
         snapshot rows their samples. The artifact files go once the deletion
         is committed, so a reset that fails half-way keeps the models it
         still lists."""
         versions = ModelVersion.objects.filter(project=project)
+        # Predictions someone logged against the demo's models (monitoring).
+        PredictionLog.objects.filter(project=project).delete()
         Decision.objects.filter(iteration__project=project).delete()
         RegressionReport.objects.filter(project=project).delete()
         Iteration.objects.filter(project=project).delete()
