@@ -3,6 +3,7 @@
 import io
 
 import pytest
+from celery import current_app
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import CommandError
@@ -206,6 +207,8 @@ def test_it_ends_with_version_1_in_production_through_a_whole_iteration(var_dir)
         project=project, action="rule_set.create", actor__username="expert"
     ).exists()
     assert "Version 1 is in production" in output
+    # Tasks ran in the command only while it trained: the setting is back.
+    assert not current_app.conf.task_always_eager
 
 
 def test_each_of_the_experts_rules_fires_on_real_reviews_and_mostly_rightly():
