@@ -223,7 +223,10 @@ if not 0 < LEANML_TRAINING_HEARTBEAT_SECONDS < LEANML_TRAINING_STALE_SECONDS:
     raise ImproperlyConfigured(
         "LEANML_TRAINING_HEARTBEAT_SECONDS must be positive and below LEANML_TRAINING_STALE_SECONDS."
     )
-CELERY_TASK_ROUTES = {"iterations.training_run": {"queue": LEANML_TRAINING_QUEUE}}
+CELERY_TASK_ROUTES = {
+    "iterations.training_run": {"queue": LEANML_TRAINING_QUEUE},
+    "iterations.regression_run": {"queue": LEANML_TRAINING_QUEUE},
+}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 
