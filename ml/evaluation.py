@@ -275,3 +275,46 @@ def latency_per_1000(
         repeats=repeats,
         timings_ms=timings,
     )
+
+
+def slice_summary(y_true, y_pred, classes, values) -> list[tuple[object, int, float, float]]:
+    """(value, n, accuracy, macro-F1) for every value of one slice column, in
+    ``slice_metrics``' order and with its numbers (missing values form the
+    slice None), from one ``bincount`` over (slice, true, predicted).
+
+    ``slice_metrics`` evaluates each slice in full (calibration included): a
+    column with thousands of values (a product id) took seconds per version;
+    this takes milliseconds for the numbers a report lists per slice.
+    """
+    classes = list(classes)
+    t = encode(y_true, classes)
+    p = encode(y_pred, classes)
+    values = pd.Series(values).astype(object).to_numpy()
+    if not len(t) == len(p) == len(values):
+        raise ValueError(f"{len(t)} labels, {len(p)} predictions and {len(values)} slice values")
+    missing = pd.isna(values)
+    present = sorted(set(values[~missing].tolist()), key=str)
+    order = present + ([None] if missing.any() else [])
+    if not order:
+        return []
+    position = {value: i for i, value in enumerate(present)}
+    codes = np.fromiter(
+        (
+            len(present) if gap else position[value]
+            for value, gap in zip(values, missing, strict=True)
+        ),
+        dtype=np.int64,
+        count=len(values),
+    )
+    k = len(classes)
+    counts = np.bincount((codes * k + t) * k + p, minlength=len(order) * k * k).reshape(-1, k, k)
+    tp = counts[:, np.arange(k), np.arange(k)].astype(float)
+    support, predicted = counts.sum(axis=2), counts.sum(axis=1)
+    denominator = support + predicted
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = np.where(denominator > 0, 2 * tp / denominator, 0.0)
+    n = counts.sum(axis=(1, 2))
+    return [
+        (value, int(n[i]), float(tp[i].sum() / n[i]), float(f1[i].mean()))
+        for i, value in enumerate(order)
+    ]

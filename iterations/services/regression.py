@@ -35,7 +35,7 @@ import pandas as pd
 from django.db import IntegrityError, transaction
 
 from leanml_site.audit import audit_record
-from ml.evaluation import evaluate, gain_array, latency_per_1000, slice_metrics, value_per_1000
+from ml.evaluation import evaluate, gain_array, latency_per_1000, slice_summary, value_per_1000
 from ml.gates import GateConfig, GateReport, GateResult, evaluate_gates
 from ml.hashing import content_hash
 from ml.stats import flipped_samples, mcnemar_exact, paired_comparison
@@ -401,20 +401,14 @@ def regression_run(*, version_id, by=None) -> RegressionReport:
         scorer.score_s += time.perf_counter() - start
 
         start = time.perf_counter()
-        slices = slice_metrics(
-            holdout.labels, proba, classes, holdout.frame, model_settings.slice_fields or []
-        )
         entry["slices"] = {
             column: [
-                {
-                    "value": _plain(s.value),
-                    "n": s.n,
-                    "accuracy": s.metrics.accuracy,
-                    "macro_f1": s.metrics.macro_f1,
-                }
-                for s in rows
+                {"value": _plain(value), "n": n, "accuracy": accuracy, "macro_f1": macro_f1}
+                for value, n, accuracy, macro_f1 in slice_summary(
+                    holdout.labels, predictions, classes, holdout.frame[column]
+                )
             ]
-            for column, rows in slices.items()
+            for column in model_settings.slice_fields or []
         }
         slices_s += time.perf_counter() - start
         scored[version.pk] = (proba, predictions, metrics, latency.ms_per_1000)
