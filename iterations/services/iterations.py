@@ -13,8 +13,8 @@ from django.utils import timezone
 
 from leanml_site.audit import audit_record
 
-from ..models import Decision, Iteration, ModelVersion, RegressionReport
-from .training import training_request
+from ..models import Decision, Iteration, ModelVersion, RegressionReport, TrainingJob
+from .training import training_cancel, training_request
 
 # Iterations a retrain may start from; a decided one is history.
 RETRAINABLE = (Iteration.Status.OPEN, Iteration.Status.READY, Iteration.Status.TRAINING)
@@ -178,11 +178,20 @@ def iteration_decide(*, iteration, by, verdict, comment="", report_hash=None) ->
 
 
 def iteration_abandon(*, iteration, by, comment="") -> Iteration:
+    """Close the iteration undecided. A retrain still queued or running for
+    it is cancelled: its version would otherwise become a candidate nobody
+    is going to sign off."""
     with transaction.atomic():
         iteration = Iteration.objects.select_for_update().get(pk=iteration.pk)
         if iteration.status in (Iteration.Status.APPROVED, Iteration.Status.REJECTED):
             raise IterationError("A decided iteration stays as it was decided.")
         _set_status(iteration, Iteration.Status.ABANDONED, actor=by, comment=comment)
+        running = TrainingJob.objects.filter(
+            version__iteration=iteration,
+            state__in=(TrainingJob.State.QUEUED, TrainingJob.State.RUNNING),
+        ).select_related("project", "version")
+        for job in running:
+            training_cancel(job=job, by=by)
     return iteration
 
 

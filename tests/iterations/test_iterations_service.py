@@ -324,3 +324,18 @@ def test_a_decided_iteration_is_not_abandoned(team, ready_iteration):
         iteration_abandon(iteration=iteration, by=team.users["owner"])
     iteration.refresh_from_db()
     assert iteration.status == "rejected"
+
+
+def test_abandoning_cancels_the_retrain_it_started(reviews):
+    iteration = iteration_create(
+        project=reviews.project, by=reviews.user, title="Dead end", hypothesis="Maybe."
+    )
+    job = iteration_retrain(iteration=iteration, by=reviews.user, queue=False)
+    iteration_abandon(iteration=iteration, by=reviews.user, comment="Wrong idea")
+    job.refresh_from_db()
+    iteration.refresh_from_db()
+    assert job.state == TrainingJob.State.CANCELLED
+    assert job.version.status == ModelVersion.Status.FAILED  # never a candidate
+    assert iteration.status == "abandoned"
+    # A worker picking the message up later finds nothing to do.
+    assert training_run(job_id=job.pk).state == TrainingJob.State.CANCELLED
