@@ -822,3 +822,9 @@ def test_rerun_requires_train_role(team, world):
             url("iteration_rerun", team, world["iteration"].pk)
         )
     assert response.status_code == 403 and not delay.called
+
+
+def test_the_project_nav_leads_to_iterations_rules_and_model_settings(team):
+    body = team.client("expert").get(f"/projects/{team.project.pk}/").content.decode()
+    for url in ("iterations/", "rules/", "model-settings/"):
+        assert f'href="/projects/{team.project.pk}/{url}"' in body
