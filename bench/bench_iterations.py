@@ -4,7 +4,7 @@ time from "retrain" to a report, on 100,000 labelled real reviews.
     .venv/bin/python bench/bench_iterations.py [--samples 100000] [--skip-worker]
 
 SQLite in the benchmark's own var dir by default; PostgreSQL when
-DATABASE_URL is set (the database must exist and may be emptied). The
+DATABASE_URL is set (an existing, empty database) or with --fresh-pg NAME. The
 ensemble is the default one of the review project: TF-IDF + logistic
 regression on the text ("text"), gradient boosting on the product
 ("fields") and the experts' keyword rules ("rules"), stacked.
@@ -37,7 +37,15 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import PYTHON, ROOT, bench_env, emit, manage, setup_django  # noqa: E402
+from bench.common import (  # noqa: E402
+    PYTHON,
+    ROOT,
+    bench_env,
+    emit,
+    manage,
+    recreate_pg_database,
+    setup_django,
+)
 
 RULES = [
     {"pattern": "waste of money", "label": "other", "weight": 2},
@@ -288,7 +296,15 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=100_000)
     parser.add_argument("--skip-worker", action="store_true", help="Leave out part (c).")
+    parser.add_argument(
+        "--fresh-pg",
+        metavar="NAME",
+        default="",
+        help="Drop and create PostgreSQL database NAME (on BENCH_PG_ADMIN_URL's server) and use it.",
+    )
     args = parser.parse_args()
+    if args.fresh_pg:
+        os.environ["DATABASE_URL"] = recreate_pg_database(args.fresh_pg)
 
     var_dir = Path(os.environ.get("BENCH_VAR_DIR", "/tmp/bench-iterations"))
     shutil.rmtree(var_dir, ignore_errors=True)
