@@ -282,6 +282,16 @@ def _plain(value):
     return str(value)
 
 
+def _no_negative_zero(value):
+    if isinstance(value, float):
+        return 0.0 if value == 0 else value
+    if isinstance(value, dict):
+        return {k: _no_negative_zero(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_negative_zero(v) for v in value]
+    return value
+
+
 def _entry(version, role):
     return {
         "number": version.number,
@@ -446,7 +456,11 @@ def regression_run(*, version_id, by=None) -> RegressionReport:
             ],
         },
     }
-    payload = json.loads(json.dumps(payload, allow_nan=False))  # plain JSON types, no NaN
+    # Plain JSON types, no NaN, and no -0.0: PostgreSQL's jsonb stores numbers
+    # as numeric, which has no negative zero, so a -0.0 (a threshold of
+    # "−margin" with margin 0) would come back as 0 and the stored payload
+    # would no longer match its own content hash.
+    payload = _no_negative_zero(json.loads(json.dumps(payload, allow_nan=False)))
     payload["timings"] = {
         "load_s": round(load_s + scorer.load_s, 4),
         "score_s": round(scorer.score_s, 4),

@@ -1,6 +1,7 @@
 """The regression test on real reviews: versions trained by the real training
 path, re-scored on the current holdout, compared, gated and written once."""
 
+import json
 from io import StringIO
 from pathlib import Path
 from unittest import mock
@@ -272,7 +273,26 @@ def test_value_per_1000_and_the_baseline(two_versions, reviews):
         assert entry["beats_baseline"] is True
     value = payload["comparison"]["bootstrap"]["metrics"]["value_per_1000"]
     assert value["low"] <= value["difference"] <= value["high"]
-    assert payload["gates"]["results"][0]["name"] == "value_not_worse"
+    gate = payload["gates"]["results"][0]
+    assert (gate["name"], gate["threshold"]) == ("value_not_worse", 0)
+
+
+def test_the_stored_payload_still_matches_its_hash(two_versions, reviews):
+    """A margin of 0 makes a threshold of -0.0, which PostgreSQL's jsonb
+    would store as 0: the payload is written without negative zeros."""
+    _, v2 = two_versions
+    set_settings(
+        reviews.project,
+        gain_matrix={"great": {"great": 1}, "other": {"other": 1}},
+        gates=[{"gate": "value_not_worse", "margin": 0}],
+    )
+    report = regression_run(version_id=v2.pk)
+    stored = RegressionReport.objects.get(pk=report.pk).payload
+    assert content_hash({k: v for k, v in stored.items() if k != "timings"}) == (
+        report.content_hash
+    )
+    assert "-0.0" not in json.dumps(stored)
+    assert regression_run(version_id=v2.pk).pk == report.pk
 
 
 def test_slices_cover_the_holdout(two_versions, reviews):
