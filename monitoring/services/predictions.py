@@ -62,8 +62,12 @@ class Batch:
     rows: list  # 1-based row numbers, for error messages
     # The parsed values, for the portable path's comparison with stored rows.
     data_values: list
-    probability_values: list
     segment_values: list
+    classes: list
+    matrix: np.ndarray
+
+    def probability_values(self):
+        return [dict(zip(self.classes, row, strict=True)) for row in self.matrix.tolist()]
 
     def __len__(self):
         return len(self.request_ids)
@@ -79,19 +83,40 @@ def prediction_logs_ingest(*, project, frame, fmt, row_offset=0) -> dict:
     Raises ``IngestError`` (nothing stored) when any row is invalid or a
     request id is already stored with different content.
     """
-    batch = predictions_prepare(project=project, frame=frame, fmt=fmt, row_offset=row_offset)
+    frame = frame.reset_index(drop=True)
     now = timezone.now()
     with transaction.atomic():
         if connection.vendor == "postgresql":
-            stored = _write_postgres(project, batch, now)
+            try:
+                with transaction.atomic():
+                    stored = _copy_new(project, frame, fmt, row_offset, now)
+                return {"stored": stored, "already_stored": 0}
+            except IntegrityError:
+                pass  # a request id is stored already (or repeated in the batch)
+            batch = predictions_prepare(
+                project=project, frame=frame, fmt=fmt, row_offset=row_offset
+            )
+            stored = _write_postgres_staged(project, batch, now)
         else:
+            batch = predictions_prepare(
+                project=project, frame=frame, fmt=fmt, row_offset=row_offset
+            )
             stored = _write_portable(project, batch, now)
     return {"stored": stored, "already_stored": len(batch) - stored}
 
 
-def predictions_prepare(*, project, frame, fmt, row_offset=0) -> Batch:
-    """Check every row of ``frame``; ``IngestError`` lists what is wrong."""
-    classes = project_classes(project)
+def project_versions(project):
+    """Version number -> ModelVersion id."""
+    return dict(ModelVersion.objects.filter(project=project).values_list("number", "id"))
+
+
+def predictions_prepare(*, project, frame, fmt, row_offset=0, classes=None, versions=None) -> Batch:
+    """Check every row of ``frame``; ``IngestError`` lists what is wrong.
+    ``classes`` and ``versions`` (``project_versions``) are read from the
+    database unless given: the COPY path reads them before it starts, since
+    the connection can run no other query while a COPY is open."""
+    classes = project_classes(project) if classes is None else classes
+    versions = project_versions(project) if versions is None else versions
     frame = frame.reset_index(drop=True)
     if not classes:
         raise IngestError("The project has no label classes yet.", field="predicted")
@@ -105,7 +130,7 @@ def predictions_prepare(*, project, frame, fmt, row_offset=0) -> Batch:
             raise IngestError(f"“{name}” is missing: every row needs it.", field=name)
     request_ids = _request_ids(frame["request_id"], errors)
     timestamps = _timestamps(frame["timestamp"], errors)
-    version_ids = _versions(project, frame["model_version"], errors)
+    version_ids = _versions(versions, frame["model_version"], errors)
     predicted = frame["predicted"]
     bad = ~predicted.isin(classes)
     errors.add_many(
@@ -120,7 +145,6 @@ def predictions_prepare(*, project, frame, fmt, row_offset=0) -> Batch:
     segment_json = _dumps_column(segments, "segment", errors)
     errors.raise_if_any()
 
-    probability_values = [dict(zip(classes, row, strict=True)) for row in matrix.tolist()]
     return Batch(
         request_ids=request_ids,
         timestamps=timestamps,
@@ -133,8 +157,9 @@ def predictions_prepare(*, project, frame, fmt, row_offset=0) -> Batch:
         segments=segment_json,
         rows=[i + 1 + row_offset for i in range(len(frame))],
         data_values=data,
-        probability_values=probability_values,
         segment_values=segments,
+        classes=classes,
+        matrix=matrix,
     )
 
 
@@ -225,6 +250,11 @@ def _records(frame):
 
 
 def _request_ids(column, errors):
+    if pd.api.types.infer_dtype(column, skipna=False) == "string":
+        # The usual batch: all text. Only lengths need a look.
+        lengths = column.str.len().to_numpy()
+        if lengths.min() > 0 and lengths.max() <= MAX_REQUEST_ID and column.is_unique:
+            return column.tolist()
     values = column.tolist()
     out = []
     for index, value in enumerate(values):
@@ -257,7 +287,11 @@ def _request_ids(column, errors):
 
 
 def _timestamps(column, errors):
-    text = column.where(column.map(lambda v: isinstance(v, str)), None)
+    # Only text is a time here: pandas would read a number as nanoseconds.
+    if pd.api.types.infer_dtype(column, skipna=False) == "string":
+        text = column
+    else:
+        text = column.where(column.map(lambda v: isinstance(v, str)), None)
     parsed = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
     bad = parsed.isna()
     errors.add_many(
@@ -269,10 +303,10 @@ def _timestamps(column, errors):
     return list(parsed.dt.to_pydatetime())
 
 
-def _versions(project, column, errors):
-    known = dict(ModelVersion.objects.filter(project=project).values_list("number", "id"))
-    numbers = pd.to_numeric(column, errors="coerce")
-    ids = numbers.map(lambda n: known.get(int(n)) if n == n and float(n).is_integer() else None)
+def _versions(known, column, errors):
+    numbers = pd.to_numeric(_without_bools(column), errors="coerce").astype(float)
+    whole = numbers.where(numbers == np.floor(numbers))
+    ids = whole.map({float(number): pk for number, pk in known.items()})
     bad = ids.isna()
     listed = ", ".join(str(n) for n in sorted(known)) or "none yet"
     errors.add_many(
@@ -292,7 +326,7 @@ def _probabilities(frame, classes, errors, *, csv):
         column = frame[name] if name in frame.columns else pd.Series([None] * len(frame))
         absent = column.isna().to_numpy()
         missing = absent & ~row_bad
-        numbers = pd.to_numeric(column.where(~column.map(_is_bool), None), errors="coerce")
+        numbers = pd.to_numeric(_without_bools(column), errors="coerce")
         not_number = numbers.isna().to_numpy() & ~absent
         values = numbers.to_numpy(dtype=float, na_value=np.nan)
         out_of_range = ~np.isnan(values) & ((values < 0) | (values > 1))
@@ -328,15 +362,19 @@ def _probabilities(frame, classes, errors, *, csv):
     return matrix
 
 
-def _is_bool(value):
-    return isinstance(value, bool)
+def _without_bools(column):
+    """``column`` with JSON true/false blanked: they are not numbers here.
+    A numeric column (the usual case) cannot hold any, and is not scanned."""
+    if column.dtype != object:
+        return column
+    return column.where(~column.map(lambda v: isinstance(v, bool)), None)
 
 
 def _latency(column, errors):
     if column is None:
         return None
     missing = column.isna()
-    numbers = pd.to_numeric(column.where(~column.map(_is_bool), None), errors="coerce")
+    numbers = pd.to_numeric(_without_bools(column), errors="coerce")
     bad = (numbers.isna() & ~missing) | (numbers < 0)
     errors.add_many(
         np.flatnonzero(bad.to_numpy()),
@@ -438,57 +476,87 @@ def _copy(cursor, table, columns, rows):
             copy.write_row(row)
 
 
-def _write_postgres(project, batch, now):
-    """New request ids go straight into the table by COPY; a batch holding
-    stored ones goes through a staging table.
-
-    1. One indexed look-up finds which request ids are stored already.
-    2. None (the usual case): COPY into the log table itself, in a
-       savepoint. The unique constraint still guards it: if a concurrent
-       request stored one of the ids meanwhile, the COPY fails, the
-       savepoint rolls back and step 3 runs instead.
-    3. Otherwise: the staged path, which skips and compares stored rows.
-    """
-    table = PredictionLog._meta.db_table
-    latency = batch.latency or [None] * len(batch)
-    with connection.cursor() as cursor:
-        if not _any_stored(cursor, project, batch.request_ids):
-            try:
-                with transaction.atomic():
-                    _copy(
-                        cursor,
-                        table,
-                        _TABLE_COLUMNS,
-                        zip(
-                            repeat(project.pk),
-                            batch.request_ids,
-                            batch.timestamps,
-                            batch.version_ids,
-                            batch.data,
-                            batch.predicted,
-                            batch.probabilities,
-                            batch.confidence,
-                            latency,
-                            batch.segments,
-                            repeat(now),
-                        ),
-                    )
-                return len(batch)
-            except IntegrityError:
-                pass
-    return _write_postgres_staged(project, batch, now, latency)
+# Rows checked and sent at a time on the COPY path: PostgreSQL stores one
+# slice while Python checks the next, so the two cores work side by side.
+PIPELINE_ROWS = 20_000
 
 
-def _any_stored(cursor, project, request_ids):
-    cursor.execute(
-        f"SELECT 1 FROM {PredictionLog._meta.db_table}"  # noqa: S608
-        " WHERE project_id = %s AND request_id = ANY(%s) LIMIT 1",
-        [project.pk, request_ids],
+def _table_rows(project, batch, now):
+    return zip(
+        repeat(project.pk),
+        batch.request_ids,
+        batch.timestamps,
+        batch.version_ids,
+        batch.data,
+        batch.predicted,
+        batch.probabilities,
+        batch.confidence,
+        batch.latency or repeat(None),
+        batch.segments,
+        repeat(now),
     )
-    return cursor.fetchone() is not None
 
 
-def _write_postgres_staged(project, batch, now, latency):
+def _copy_new(project, frame, fmt, row_offset, now):
+    """COPY the batch straight into the log table, checking it slice by slice.
+
+    1. One COPY stays open; each slice is checked, then written into it.
+    2. A slice with bad rows stops the writing, but the later slices are
+       still checked, so the answer lists the batch's errors in row order.
+       Raising inside the COPY aborts it, and the caller's savepoint rolls
+       back whatever was sent: nothing of the batch is stored.
+    3. A request id already stored (a re-sent batch, or a concurrent request
+       that stored it first) or repeated in the batch violates the unique
+       constraint: IntegrityError, and the caller takes the staged path,
+       which tells "already stored" from "stored with other content".
+    """
+    failed = []
+    classes, versions = project_classes(project), project_versions(project)
+    with connection.cursor() as cursor:
+        cursor.adapters.register_dumper(None, _JsonTextDumper)
+        names = ", ".join(name for name, _ in _TABLE_COLUMNS)
+        statement = f"COPY {PredictionLog._meta.db_table} ({names}) FROM STDIN (FORMAT BINARY)"
+        # cursor.copy is psycopg's own: without wrap_database_errors its
+        # errors would arrive as psycopg's, not as Django's IntegrityError.
+        with connection.wrap_database_errors, cursor.copy(statement) as copy:
+            copy.set_types([kind for _, kind in _TABLE_COLUMNS])
+            for start in range(0, len(frame), PIPELINE_ROWS):
+                try:
+                    batch = predictions_prepare(
+                        project=project,
+                        frame=frame.iloc[start : start + PIPELINE_ROWS],
+                        fmt=fmt,
+                        row_offset=row_offset + start,
+                        classes=classes,
+                        versions=versions,
+                    )
+                except IngestError as error:
+                    if not error.errors:
+                        raise  # about the whole batch (a missing column, ...)
+                    failed.append(error)
+                    continue
+                if not failed:
+                    for row in _table_rows(project, batch, now):
+                        copy.write_row(row)
+            if failed:
+                raise _merged(failed)
+    return len(frame)
+
+
+def _merged(failures):
+    """One IngestError for the row errors of several slices (in row order)."""
+    errors = RowErrors()
+    for failure in failures:
+        errors.listed.extend(failure.errors)
+        errors.count += failure.error_count
+    try:
+        errors.raise_if_any()
+    except IngestError as error:
+        return error
+    raise AssertionError("no errors to merge")  # pragma: no cover
+
+
+def _write_postgres_staged(project, batch, now):
     """COPY into a temporary table, then one INSERT ... ON CONFLICT DO NOTHING.
 
     1. The stage lives until the transaction ends (ON COMMIT DROP).
@@ -501,6 +569,7 @@ def _write_postgres_staged(project, batch, now, latency):
        whole batch rolls back.
     """
     table = PredictionLog._meta.db_table
+    latency = batch.latency or [None] * len(batch)
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {_STAGE}")
         columns = ", ".join(f"{name} {kind}" for name, kind in _STAGE_COLUMNS)
@@ -584,13 +653,14 @@ def _write_portable(project, batch, now):
             stored[row[0]] = row[1:]
     conflicts, new = [], []
     latency = batch.latency or [None] * len(batch)
+    probability_values = batch.probability_values()
     for i, request_id in enumerate(ids):
         mine = (
             batch.timestamps[i],
             batch.version_ids[i],
             batch.data_values[i],
             batch.predicted[i],
-            batch.probability_values[i],
+            probability_values[i],
             latency[i],
             batch.segment_values[i],
         )

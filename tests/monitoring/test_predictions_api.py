@@ -236,33 +236,45 @@ def test_anonymous_callers_are_refused(team, versions):
     assert not PredictionLog.objects.exists()
 
 
-def test_a_concurrent_store_of_the_same_ids_falls_back_to_the_comparing_path(
+def test_errors_in_several_slices_are_listed_together_and_nothing_is_stored(
     team, versions, key_client, monkeypatch
 ):
-    """On PostgreSQL new ids are COPYed straight in. If another request stores
-    some of them between the look-up and the COPY, the unique constraint
-    stops the COPY and the batch goes the staged way: same content counts as
-    already stored, other content is refused. (Simulated by a look-up that
-    misses the stored rows.)"""
-    from django.db import connection
-
+    """PostgreSQL checks and COPYs a batch slice by slice; an error in a late
+    slice still undoes the early ones, and every slice's errors are listed."""
     from monitoring.services import predictions
 
-    if connection.vendor != "postgresql":
-        pytest.skip("the COPY path is PostgreSQL's")
-    client = key_client("ingest")
-    post_json(client, URL.format(team.project.pk), [log_row(1), log_row(2)])
-    monkeypatch.setattr(predictions, "_any_stored", lambda *args: False)
-    response = post_json(client, URL.format(team.project.pk), [log_row(1), log_row(3)])
-    assert response.json() == {"stored": 1, "already_stored": 1}
-    changed = log_row(2, latency_ms=99.0)
-    response = post_json(client, URL.format(team.project.pk), [log_row(4), changed])
-    assert response.status_code == 400
-    assert response.json()["errors"][0]["message"] == (
-        "request id req-2 already stored with different content"
-    )
-    assert sorted(PredictionLog.objects.values_list("request_id", flat=True)) == [
-        "req-1",
-        "req-2",
-        "req-3",
+    monkeypatch.setattr(predictions, "PIPELINE_ROWS", 2)
+    rows = [log_row(i) for i in range(9)]
+    rows[4]["predicted"] = "nope"
+    rows[7]["model_version"] = 5
+    body = _refused(team, key_client("ingest"), json.dumps(rows))
+    assert [(e["row"], e["field"]) for e in body["errors"]] == [
+        (5, "predicted"),
+        (8, "model_version"),
     ]
+    assert body["error_count"] == 2
+
+
+def test_a_request_id_repeated_across_slices_is_a_row_error(
+    team, versions, key_client, monkeypatch
+):
+    from monitoring.services import predictions
+
+    monkeypatch.setattr(predictions, "PIPELINE_ROWS", 2)
+    rows = [log_row(i) for i in range(5)] + [log_row(1)]
+    body = _refused(team, key_client("ingest"), json.dumps(rows))
+    assert body["errors"][0]["row"] == 6
+    assert "repeated in this batch (first at row 2)" in body["errors"][0]["message"]
+
+
+def test_a_batch_partly_stored_stores_the_rest(team, versions, key_client, monkeypatch):
+    """A re-sent batch with new rows among stored ones (PostgreSQL: the
+    straight COPY meets a stored id and the comparing path takes over)."""
+    from monitoring.services import predictions
+
+    monkeypatch.setattr(predictions, "PIPELINE_ROWS", 2)
+    client = key_client("ingest")
+    post_json(client, URL.format(team.project.pk), [log_row(3)])
+    response = post_json(client, URL.format(team.project.pk), [log_row(i) for i in range(5)])
+    assert response.json() == {"stored": 4, "already_stored": 1}
+    assert PredictionLog.objects.count() == 5
