@@ -4,6 +4,7 @@ project: the one place a monitoring endpoint decides access."""
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, throttling
 from rest_framework.settings import api_settings
 
@@ -93,3 +94,18 @@ def get_project_for_client(request, project_pk, *, scope):
     project.role = None
     project.role_label = str(key)
     return project
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    """How the schema (and /api/docs/) describes the API-key header."""
+
+    target_class = "monitoring.auth.ApiKeyAuthentication"
+    name = "apiKeyAuth"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "`Api-Key <prefix>.<secret>`: a project API key.",
+        }
