@@ -180,6 +180,10 @@ def test_it_ends_with_version_1_in_production_through_a_whole_iteration(var_dir)
     report = RegressionReport.objects.get(candidate=version)
     assert report.passed
     assert report.payload["candidate"] == 1 and report.payload["production"] is None
+    # The product manager's value metric is set; the report weighs the model with it.
+    assert report.payload["value"] == {"unit": "EUR", "baseline": 500.0}
+    scored = report.payload["versions"][0]
+    assert scored["beats_baseline"] is (scored["value_per_1000"] > 500)
     decision = Decision.objects.get(iteration=iteration)
     assert (decision.verdict, decision.by.username) == ("approve", "pm")
     assert (decision.version, decision.report, decision.report_hash) == (

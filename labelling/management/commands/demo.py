@@ -51,7 +51,7 @@ from iterations.services.iterations import (
     iteration_retrain,
     latest_report,
 )
-from iterations.services.settings import rule_set_create
+from iterations.services.settings import model_settings_update, rule_set_create
 from iterations.services.training import training_run
 from leanml_site.audit import audit_record
 from leanml_site.models import AuditEvent
@@ -119,6 +119,16 @@ RULES = [
     {"pattern": "waste of money", "label": "other", "weight": 2.0},
     {"pattern": "not worth", "label": "other", "weight": 1.5},
 ]
+# The product manager's value metric: the model picks reviews to feature on
+# product pages. Featuring a delighted review earns about 3 EUR in sales,
+# featuring a lukewarm or negative one costs about 8 EUR in lost trust; a
+# review not featured earns nothing. Below 500 EUR per 1,000 reviews the
+# hand-picked selection the shop uses today is as good.
+VALUE = {
+    "value_unit": "EUR",
+    "gain_matrix": {"great": {"great": 3.0, "other": 0.0}, "other": {"great": -8.0, "other": 0.0}},
+    "useful_baseline": 500.0,
+}
 FIELDS = [
     {"name": "review", "kind": "text", "shown": True},
     {"name": "product", "kind": "category", "shown": True},
@@ -360,6 +370,7 @@ class Command(BaseCommand):
         manager approves on the report, and the owner puts the version in
         production (see ``_put_in_production``).
         """
+        model_settings_update(project=project, by=users["pm"], changes=VALUE)
         rule_set_create(
             project=project,
             by=users["expert"],
@@ -384,13 +395,17 @@ class Command(BaseCommand):
         report = latest_report(version)
         if report is None:
             raise CommandError(f"Version {version.number} trained, but its regression test failed.")
-        accuracy = report.payload["versions"][0]["metrics"]["accuracy"]
+        scored = report.payload["versions"][0]
+        accuracy, value = scored["metrics"]["accuracy"], scored["value_per_1000"]
         iteration_decide(
             iteration=iteration,
             by=users["pm"],
             verdict=Decision.Verdict.APPROVE,
             comment=f"First model: nothing in production to compare with; {accuracy:.1%} "
-            f"accurate on {report.payload['holdout']['n']} held-out reviews is a start.",
+            f"accurate on {report.payload['holdout']['n']} held-out reviews, worth "
+            f"{value:,.0f} EUR per 1,000 reviews"
+            + (" (above" if scored["beats_baseline"] else " (still below")
+            + " the 500 EUR of today's hand-picked selection).",
             report_hash=report.content_hash,
         )
         version.refresh_from_db()
