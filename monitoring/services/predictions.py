@@ -253,7 +253,12 @@ def _request_ids(column, errors):
     if pd.api.types.infer_dtype(column, skipna=False) == "string":
         # The usual batch: all text. Only lengths need a look.
         lengths = column.str.len().to_numpy()
-        if lengths.min() > 0 and lengths.max() <= MAX_REQUEST_ID and column.is_unique:
+        if (
+            lengths.min() > 0
+            and lengths.max() <= MAX_REQUEST_ID
+            and column.is_unique
+            and not column.str.contains("\x00", regex=False).any()
+        ):
             return column.tolist()
     values = column.tolist()
     out = []
@@ -268,6 +273,8 @@ def _request_ids(column, errors):
             value = None
         elif len(value) > MAX_REQUEST_ID:
             errors.add(index, "request_id", value, f"longer than {MAX_REQUEST_ID} characters")
+        elif "\x00" in value:
+            errors.add(index, "request_id", value, "contains a NUL character")
         out.append(value)
     series = pd.Series(out, dtype=object)
     repeated = series.notna() & series.duplicated(keep="first")
@@ -390,13 +397,21 @@ _ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",",
 
 
 def _dumps_column(values, name, errors):
-    """JSON text of each value. NaN and infinity are refused: Python's JSON
-    reader accepts them, PostgreSQL's jsonb does not."""
+    """JSON text of each value. NaN, infinity and the NUL character are
+    refused: Python's JSON reader accepts them, PostgreSQL's jsonb does not."""
     encode = _ENCODE
     try:
-        return [None if v is None else encode(v) for v in values]
+        out = [None if v is None else encode(v) for v in values]
     except (ValueError, TypeError):
-        pass
+        return _dumps_one_by_one(values, name, errors)
+    for position, text in enumerate(out):
+        if text is not None and "\\u0000" in text:
+            errors.add(position, name, text, "contains a NUL character (\\u0000)")
+    return out
+
+
+def _dumps_one_by_one(values, name, errors):
+    encode = _ENCODE
     out = []
     for position, value in enumerate(values):
         if value is None:

@@ -124,6 +124,10 @@ def _refused(team, client, body, content_type="application/json"):
         ({"latency_ms": "fast"}, "latency_ms", "not a duration"),
         ({"data": "just text"}, "data", "must be an object"),
         ({"segment": ["DE"]}, "segment", "must be an object"),
+        ({"data": {"review": "a\u0000b"}}, "data", "contains a NUL character"),
+        ({"request_id": "a\u0000b"}, "request_id", "contains a NUL character"),
+        ({"data": {"stars": float("nan")}}, "data", "cannot be stored as JSON"),
+        ({"request_id": "x" * 201}, "request_id", "longer than 200 characters"),
     ],
 )
 def test_a_bad_row_is_named_and_nothing_is_stored(
