@@ -12,6 +12,7 @@ from labelling.models import Sample
 from ml.snapshot import snapshot_diff
 
 from .models import Decision, Iteration, ModelVersion, RegressionReport, SnapshotRow
+from .services.iterations import latest_report
 
 # A data diff beyond this many rows per snapshot is still computed (it is one
 # query per snapshot and a pandas join), but the listed examples are capped.
@@ -74,6 +75,18 @@ class DataDiff:
         return self.candidate is not None and self.production is not None
 
 
+def _compared_production(project, candidate):
+    """The production model the candidate is measured against: the one its
+    latest regression report compared it with (so a decided iteration keeps
+    showing the diff it was decided on, even after a later promotion), else
+    today's; never the candidate itself."""
+    report = latest_report(candidate)
+    production = report.baseline if report is not None else production_version(project=project)
+    if production is not None and candidate is not None and production.pk == candidate.pk:
+        return None
+    return production
+
+
 def _rows(snapshot):
     return list(
         SnapshotRow.objects.filter(snapshot=snapshot).values_list(
@@ -87,7 +100,7 @@ def iteration_data_diff(*, iteration) -> DataDiff:
     the data (excluded, flagged or deleted) and samples corrected (a new
     revision of their fields), from production's snapshot to the candidate's."""
     candidate = iteration.candidate
-    production = production_version(project=iteration.project)
+    production = _compared_production(iteration.project, candidate)
     result = DataDiff(candidate=candidate, production=production)
     if not result.available:
         return result

@@ -280,7 +280,7 @@ def test_detail_says_plainly_when_there_is_no_production_model(team, world):
         .get(url("iteration_detail", team, world["iteration"].pk))
         .content.decode()
     )
-    assert "There is no production model" in body
+    assert "There was no production model to compare version" in body
 
 
 def test_detail_lists_attempts_newest_first_with_the_error_for_trainers_only(team, world):
@@ -828,3 +828,19 @@ def test_the_project_nav_leads_to_iterations_rules_and_model_settings(team):
     body = team.client("expert").get(f"/projects/{team.project.pk}/").content.decode()
     for url in ("iterations/", "rules/", "model-settings/"):
         assert f'href="/projects/{team.project.pk}/{url}"' in body
+
+
+def test_a_promoted_candidate_is_not_diffed_against_itself(team):
+    great, _ = team.classes
+
+    snap = snapshot(team, [(SampleFactory(project=team.project), 1, great)])
+    iteration = open_iteration(team)
+    first = version(team, 1, "production", snap, iteration)
+    Iteration.objects.filter(pk=iteration.pk).update(candidate=first, status="approved")
+    body = (
+        team.client("product_manager")
+        .get(f"/projects/{team.project.pk}/iterations/{iteration.pk}/")
+        .content.decode()
+    )
+    assert "There was no production model to compare version 1 with" in body
+    assert "exactly the data of production" not in body
