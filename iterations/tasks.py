@@ -63,7 +63,9 @@ def regression_run_task(version_id, by_id=None):
     from django.contrib.auth import get_user_model
 
     by = get_user_model().objects.filter(pk=by_id).first() if by_id is not None else None
-    report = regression.regression_run(version_id=version_id, by=by)
+    report = regression.regression_run_recorded(version_id=version_id, by=by)
+    if report is None:
+        return {"report": None}
     return {"report": report.pk, "content_hash": report.content_hash, "passed": report.passed}
 
 

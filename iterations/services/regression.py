@@ -660,6 +660,28 @@ def _write(candidate, production, payload, holdout_hash, compared, by) -> Regres
     return report
 
 
+def regression_run_recorded(*, version_id, by=None) -> RegressionReport | None:
+    """``regression_run`` for the worker: a test that cannot run (settings
+    that do not fit the data, say) is recorded in the audit log as
+    ``regression.failed`` with its sentence, where the iteration page can
+    show it, and None is returned; running it again would fail the same way,
+    so nothing is retried until someone fixes the cause and re-runs it."""
+    try:
+        return regression_run(version_id=version_id, by=by)
+    except RegressionError as error:
+        logger.warning("regression test of version id %s: %s", version_id, error)
+        version = ModelVersion.objects.select_related("project").filter(pk=version_id).first()
+        if version is not None:
+            audit_record(
+                actor=by,
+                action="regression.failed",
+                project=version.project,
+                target=version,
+                after={"version": version.number, "message": str(error)},
+            )
+        return None
+
+
 # --- queueing --------------------------------------------------------------------------
 
 

@@ -504,6 +504,16 @@ def test_the_task_runs_the_test(reviews):
     assert regression_run_task.time_limit > regression_run_task.soft_time_limit > 0
 
 
+def test_a_test_that_cannot_run_is_recorded_for_the_page(reviews):
+    version = train(reviews)
+    set_settings(reviews.project, slice_fields=["country"])
+    assert regression_run_task.apply(args=(version.pk, reviews.user.pk)).get() == {"report": None}
+    event = AuditEvent.objects.get(action="regression.failed")
+    assert (event.target_id, event.actor) == (str(version.pk), reviews.user)
+    assert "Slice field 'country'" in event.after["message"]
+    assert not RegressionReport.objects.exists()
+
+
 def test_the_task_is_routed_to_the_training_queue(settings):
     assert settings.CELERY_TASK_ROUTES["iterations.regression_run"] == {"queue": "training"}
 
