@@ -528,6 +528,10 @@ def test_the_command_reruns_the_test(two_versions, reviews):
     assert "v1 (production)" in text
     call_command("regression", str(reviews.project.pk), "1", stdout=StringIO())
     assert RegressionReport.objects.filter(candidate__number=1).count() == 1
+    with mock.patch.object(regression_run_task, "delay") as delay:
+        call_command("regression", str(reviews.project.pk), "2", "--queue", stdout=out)
+    delay.assert_called_once_with(two_versions[1].pk, None)
+    assert "Regression test of version 2 queued." in out.getvalue()
     with pytest.raises(CommandError, match="has no version 9"):
         call_command("regression", str(reviews.project.pk), "9")
     with pytest.raises(CommandError, match="no project with id"):
