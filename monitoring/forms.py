@@ -12,3 +12,9 @@ class ApiKeyForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         initial=[ApiKey.Scope.INGEST],
     )
+
+
+class PredictionUploadForm(forms.Form):
+    file = forms.FileField(
+        help_text="CSV, JSON Lines or a JSON list of up to 100,000 prediction logs."
+    )

@@ -13,4 +13,9 @@ urlpatterns = [
         views.api_key_revoke_page,
         name="api_key_revoke",
     ),
+    path(
+        "projects/<int:project_pk>/predictions/upload/",
+        views.prediction_upload,
+        name="prediction_upload",
+    ),
 ]

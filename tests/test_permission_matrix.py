@@ -358,6 +358,8 @@ MONITORING_PAGES = [
     ("get", "monitoring:api_key_list", ["p"], T, None),
     ("post", "monitoring:api_key_list", ["p"], T, {}),
     ("post", "monitoring:api_key_revoke", ["p", "key"], T, {}),
+    ("get", "monitoring:prediction_upload", ["p"], T, None),
+    ("post", "monitoring:prediction_upload", ["p"], T, {}),
 ]
 # With a person's login, sending data is for those who train models (experts may not).
 MONITORING_API = [

@@ -1,0 +1,54 @@
+"""The prediction log upload page: the API's checks and all-or-nothing, by hand."""
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from monitoring.models import PredictionLog
+
+pytestmark = pytest.mark.django_db
+
+HEADER = "request_id,timestamp,model_version,predicted,p_great,p_other,review\n"
+
+
+def _upload(client, team, name, text):
+    url = f"/projects/{team.project.pk}/predictions/upload/"
+    return client.post(url, {"file": SimpleUploadedFile(name, text.encode())})
+
+
+def test_a_data_scientist_uploads_a_csv_and_a_second_upload_changes_nothing(team, versions):
+    client = team.client("data_scientist")
+    text = (
+        HEADER
+        + "a,2026-03-01T00:00:00Z,1,great,0.9,0.1,yum\nb,2026-03-01T00:01:00Z,2,other,0.2,0.8,meh\n"
+    )
+    response = _upload(client, team, "logs.csv", text)
+    assert response.status_code == 200
+    assert response.context["result"] == {"stored": 2, "already_stored": 0}
+    response = _upload(client, team, "logs.csv", text)
+    assert response.context["result"] == {"stored": 0, "already_stored": 2}
+    assert PredictionLog.objects.count() == 2
+
+
+def test_a_bad_row_is_shown_escaped_and_nothing_is_stored(team, versions):
+    text = (
+        HEADER
+        + "a,2026-03-01T00:00:00Z,1,great,0.9,0.1,yum\nb,2026-03-01T00:01:00Z,1,<b>x</b>,0.2,0.8,meh\n"
+    )
+    response = _upload(team.client("owner"), team, "logs.csv", text)
+    assert response.status_code == 400
+    content = response.content.decode()
+    assert "Nothing was stored." in content
+    assert "&lt;b&gt;x&lt;/b&gt;" in content and "<b>x</b>" not in content
+    assert not PredictionLog.objects.exists()
+
+
+def test_an_unknown_file_type_is_refused(team, versions):
+    response = _upload(team.client("owner"), team, "logs.xlsx", "x")
+    assert response.status_code == 400
+    assert "name it .csv, .jsonl or .json" in response.content.decode()
+
+
+@pytest.mark.parametrize("who", ["expert", "product_manager"])
+def test_only_members_who_train_models_upload(team, versions, who):
+    response = _upload(team.client(who), team, "logs.csv", HEADER)
+    assert response.status_code == 403
