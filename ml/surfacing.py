@@ -37,10 +37,9 @@ import pandas as pd
 STRATEGIES = ("uncertainty", "disagreement", "novelty", "feedback", "label_error", "random")
 # The default mix: mostly what teaches the model, a random slice to keep
 # estimates honest. Shares of the budget; a strategy with too few candidates
-# hands its share on to the others. Uncertainty leads because it paid most in
-# the simulated loop on the demo reviews (bench/bench_surfacing.py: with
-# uncertainty at 0.35 the mix needed as many labels as random sampling; at
-# 0.6 about half as many).
+# hands its share on to the others. bench/README.md ("Surfacing") has the
+# simulated loop on the demo reviews and the 2013 flights behind these shares,
+# and what they do not achieve yet.
 DEFAULT_MIX = {
     "uncertainty": 0.6,
     "disagreement": 0.15,

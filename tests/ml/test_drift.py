@@ -112,8 +112,8 @@ def test_a_class_share_moving_raises_an_alert_that_psi_alone_misses():
     assert result.largest_share_change[1] == pytest.approx(0.11)
     (alert,) = drift.alerts([result])
     assert alert.measure == "share_change"
-    assert alert.sentence.startswith("arrived late: the share of ")
-    assert "22.0% to 33.0% (+11.0 points" in alert.sentence
+    assert alert.sentence.startswith("arrived late: the share of 'late' moved from 22.0% to 33.0%")
+    assert "(+11.0 points" in alert.sentence
     # The same share on fewer rows: a 0.5-point wobble, no alert.
     assert drift.alerts([drift.categorical_drift("arrived late", reference, same)]) == []
 
