@@ -48,6 +48,13 @@ def add_samples(project, classes, rows, state=Sample.Consensus.AGREED):
 
 
 @pytest.fixture
+def media(tmp_path, settings):
+    """Artifacts and uploads in this test's own folder."""
+    settings.MEDIA_ROOT = tmp_path
+    return tmp_path
+
+
+@pytest.fixture
 def reviews(db):
     """A demo-like project: 200 real fine-food reviews labelled great/other,
     with a small, fast ensemble (TF-IDF on the text, boosting on the product)."""

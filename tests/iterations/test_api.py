@@ -23,11 +23,8 @@ from leanml_site.models import AuditEvent
 from leanml_site.roles import Role
 from tests.factories import MembershipFactory, UserFactory
 
-
-@pytest.fixture(autouse=True)
-def media(tmp_path, settings):
-    settings.MEDIA_ROOT = tmp_path
-    return tmp_path
+# Every test here may write artifacts: each in its own folder.
+pytestmark = pytest.mark.usefixtures("media")
 
 
 @pytest.fixture

@@ -22,12 +22,6 @@ from ml.submodels import create
 
 
 @pytest.fixture
-def media(tmp_path, settings):
-    settings.MEDIA_ROOT = tmp_path
-    return tmp_path
-
-
-@pytest.fixture
 def version(reviews, media):
     snapshot = snapshot_create(project=reviews.project, by=reviews.user)
     return ModelVersion.objects.create(

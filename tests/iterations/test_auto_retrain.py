@@ -13,11 +13,8 @@ from leanml_site.models import AuditEvent
 
 from .conftest import add_samples, review_rows
 
-
-@pytest.fixture(autouse=True)
-def media(tmp_path, settings):
-    settings.MEDIA_ROOT = tmp_path
-    return tmp_path
+# Every test here may write artifacts: each in its own folder.
+pytestmark = pytest.mark.usefixtures("media")
 
 
 @pytest.fixture

@@ -128,12 +128,6 @@ def test_latest_report_is_the_newest(team, ready_iteration):
 # --- retrain ---------------------------------------------------------------------------
 
 
-@pytest.fixture
-def media(tmp_path, settings):
-    settings.MEDIA_ROOT = tmp_path
-    return tmp_path
-
-
 def test_retrain_trains_a_candidate_for_the_iteration_end_to_end(reviews, media):
     """Open → training → (worker) candidate → report → ready → approved."""
     from tests.factories import MembershipFactory, UserFactory

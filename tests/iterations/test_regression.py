@@ -47,10 +47,8 @@ VERSION_KEYS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def media(tmp_path, settings):
-    settings.MEDIA_ROOT = tmp_path
-    return tmp_path
+# Every test here may write artifacts: each in its own folder.
+pytestmark = pytest.mark.usefixtures("media")
 
 
 def train(reviews, **kwargs):

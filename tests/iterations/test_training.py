@@ -28,11 +28,8 @@ from tests.factories import LabelClassFactory, ProjectFactory
 
 from .conftest import FIELDS, add_samples
 
-
-@pytest.fixture(autouse=True)
-def media(tmp_path, settings):
-    settings.MEDIA_ROOT = tmp_path
-    return tmp_path
+# Every test here may write artifacts: each in its own folder.
+pytestmark = pytest.mark.usefixtures("media")
 
 
 def request(reviews, **kwargs):
@@ -261,12 +258,17 @@ def test_the_task_runs_the_job(reviews):
     assert training_run_task.acks_late and training_run_task.reject_on_worker_lost
 
 
-def test_retrain_command_with_wait_trains_in_process(reviews):
+# Committed for real: the regression test is queued when training commits.
+@pytest.mark.django_db(transaction=True)
+def test_retrain_command_with_wait_trains_in_process(reviews, media):
     out = StringIO()
     call_command("retrain", reviews.project.pk, "--wait", "--user", "scientist", stdout=out)
     job = TrainingJob.objects.get()
     assert job.state == "succeeded" and job.requested_by == reviews.user
     assert f"version {job.version.number}: succeeded" in out.getvalue()
+    # Its regression test ran here too, rather than waiting for a worker.
+    report = job.version.reports.get()
+    assert f"Regression report {report.content_hash[:12]}" in out.getvalue()
 
 
 def test_the_default_ensemble_follows_the_project_fields(db):

@@ -704,12 +704,6 @@ def test_a_decided_iteration_cannot_be_abandoned(team, world):
 # --- with the real report writer -------------------------------------------------------
 
 
-@pytest.fixture
-def media(tmp_path, settings):
-    settings.MEDIA_ROOT = tmp_path
-    return tmp_path
-
-
 def test_a_real_regression_report_renders_and_is_signed_off(reviews, media):
     """Two iterations through real training and the real regression test:
     the second one's page shows the report the writer stored, and a product

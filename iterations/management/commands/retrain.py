@@ -2,16 +2,18 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from iterations.models import TrainingJob
+from iterations.services.iterations import latest_report
 from iterations.services.training import TrainingError, training_request, training_run
 from labelling.models import Project
+from leanml_site.celery import tasks_run_here
 
 
 class Command(BaseCommand):
     help = (
         "Train a new model version of a project on a fresh snapshot of its labels. "
         "By default the job is queued for a Celery worker on the 'training' queue; "
-        "with --wait it runs here, in this process, and the command returns when it "
-        "ends (handy for the demo or without a worker)."
+        "with --wait it runs here, in this process, with its regression test, and the "
+        "command returns when both end (handy without a worker)."
     )
 
     def add_arguments(self, parser):
@@ -43,7 +45,9 @@ class Command(BaseCommand):
         try:
             if wait:
                 job = training_request(project=project, by=by, refit=keys, seed=seed, queue=False)
-                job = training_run(job_id=job.pk)
+                # The regression test a successful training queues runs here too.
+                with tasks_run_here():
+                    job = training_run(job_id=job.pk)
             else:
                 job = training_request(project=project, by=by, refit=keys, seed=seed)
         except TrainingError as error:
@@ -55,3 +59,7 @@ class Command(BaseCommand):
         )
         if job.state == TrainingJob.State.FAILED:
             raise CommandError(job.message or "training failed")
+        report = latest_report(version) if wait else None
+        if report is not None:
+            gates = "all gates passed" if report.passed else "a gate failed"
+            self.stdout.write(f"Regression report {report.content_hash[:12]}: {gates}.")

@@ -30,7 +30,6 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
-from celery import current_app
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
@@ -54,6 +53,7 @@ from iterations.services.iterations import (
 from iterations.services.settings import model_settings_update, rule_set_create
 from iterations.services.training import training_run
 from leanml_site.audit import audit_record
+from leanml_site.celery import tasks_run_here
 from leanml_site.models import AuditEvent
 from leanml_site.roles import Role
 from monitoring.models import PredictionLog
@@ -179,18 +179,6 @@ def _remove_files(names):
     for folder in sorted(folders, key=lambda p: len(p.parts), reverse=True):
         with contextlib.suppress(OSError):  # not empty, or already gone
             folder.rmdir()
-
-
-@contextlib.contextmanager
-def _tasks_run_here():
-    """Celery tasks queued inside the block run at once, in this process."""
-    conf = current_app.conf
-    before = conf.task_always_eager
-    conf.task_always_eager = True
-    try:
-        yield
-    finally:
-        conf.task_always_eager = before
 
 
 class Command(BaseCommand):
@@ -387,7 +375,7 @@ class Command(BaseCommand):
             effort="Small",
         )
         job = iteration_retrain(iteration=iteration, by=users["scientist"], queue=False)
-        with _tasks_run_here():
+        with tasks_run_here():
             job = training_run(job_id=job.pk)
         if job.state != TrainingJob.State.SUCCEEDED:
             raise CommandError(f"The demo's first model did not train: {job.message}")
