@@ -214,6 +214,9 @@ CELERY_BEAT_SCHEDULE = {
 }
 # Training is CPU-heavy and long: its own queue, so imports and beat jobs never wait behind it.
 # Its name is a setting so a test (or a second site on the same broker) can use its own.
+# Modules holding a team's own sub-models (``@register``-ed classes), imported
+# by every web and worker process at start-up; see docs/submodels.md.
+LEANML_SUBMODEL_MODULES = env_list("LEANML_SUBMODEL_MODULES", [])
 LEANML_TRAINING_QUEUE = os.environ.get("LEANML_TRAINING_QUEUE", "training")
 # A running training job beats every HEARTBEAT seconds; one silent for STALE
 # seconds is taken as orphaned (its worker died) and is run again.

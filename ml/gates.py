@@ -127,7 +127,8 @@ def metric_not_worse(
         + (
             "."
             if change >= 0
-            else f", {'within' if passed else 'beyond'} the allowed drop of {tolerance * 100:g} points."
+            else f", {'within' if passed else 'beyond'} the allowed drop of "
+            f"{_points(tolerance * 100)}."
         )
     )
     return GateResult(f"{name}_not_worse", passed, change, -tolerance, sentence)
@@ -195,3 +196,7 @@ def evaluate_gates(
             )
         )
     return GateReport(results)
+
+
+def _points(value: float) -> str:
+    return f"{value:g} point" + ("" if value == 1 else "s")

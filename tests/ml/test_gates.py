@@ -72,7 +72,7 @@ def test_latency_gate():
 
 def test_metric_gate_allows_a_drop_within_the_tolerance_only():
     within = metric_not_worse("accuracy", 0.80, 0.795, tolerance=0.01)
-    assert within.passed and "within the allowed drop of 1 points" in within.sentence
+    assert within.passed and "within the allowed drop of 1 point." in within.sentence
     beyond = metric_not_worse("macro_f1", 0.80, 0.78, tolerance=0.01)
     assert not beyond.passed
     assert beyond.sentence.startswith("Macro-F1 goes from 0.800 to 0.780 (-2.0 points)")
