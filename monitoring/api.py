@@ -84,6 +84,12 @@ class IngestErrorSerializer(serializers.Serializer):
     error_count = serializers.IntegerField()
 
 
+# The three bodies a bulk endpoint takes (Content-Type decides).
+BULK_REQUEST = {
+    "application/json": OpenApiTypes.OBJECT,
+    "application/x-ndjson": OpenApiTypes.STR,
+    "text/csv": OpenApiTypes.STR,
+}
 BULK_RESPONSES = {
     200: CountsSerializer,
     400: OpenApiResponse(IngestErrorSerializer, description="Rows with errors; nothing stored."),
@@ -127,11 +133,7 @@ def _refused(error):
         "changes nothing; a request id stored with different content is a row error."
     ),
     parameters=[PROJECT_PARAM],
-    request={
-        "application/json": OpenApiTypes.OBJECT,
-        "application/x-ndjson": OpenApiTypes.STR,
-        "text/csv": OpenApiTypes.STR,
-    },
+    request=BULK_REQUEST,
     responses=BULK_RESPONSES,
 )
 @api_view(["POST"])
@@ -158,11 +160,7 @@ def predictions(request, project_pk):
         "its request counts as already stored."
     ),
     parameters=[PROJECT_PARAM],
-    request={
-        "application/json": OpenApiTypes.OBJECT,
-        "application/x-ndjson": OpenApiTypes.STR,
-        "text/csv": OpenApiTypes.STR,
-    },
+    request=BULK_REQUEST,
     responses=BULK_RESPONSES,
 )
 @api_view(["POST"])

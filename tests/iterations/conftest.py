@@ -1,11 +1,13 @@
 from dataclasses import dataclass
 
 import pytest
+from django.test import Client
 
 from iterations.models import EnsembleConfig
 from labelling.models import Sample
+from leanml_site.roles import Role
 from ml.hashing import content_hash, split_for
-from tests.factories import LabelClassFactory, ProjectFactory, UserFactory
+from tests.factories import LabelClassFactory, MembershipFactory, ProjectFactory, UserFactory
 
 FIELDS = [
     {"name": "review", "kind": "text", "shown": True},
@@ -78,3 +80,22 @@ def reviews(db):
         ],
     )
     return Reviews(project, classes, UserFactory(username="scientist"), config)
+
+
+@pytest.fixture
+def crew(reviews):
+    """The reviews project with one member per role, and an outsider."""
+    users = {}
+    for role in Role:
+        user = UserFactory(username=f"r-{role.value}")
+        MembershipFactory(project=reviews.project, user=user, role=role)
+        users[role.value] = user
+    users["outsider"] = UserFactory(username="r-outsider")
+    reviews.users = users
+    return reviews
+
+
+def client_for(crew, who):
+    client = Client()
+    client.force_login(crew.users[who])
+    return client

@@ -20,30 +20,11 @@ from iterations.services.regression import regression_run
 from iterations.services.training import training_run
 from iterations.tasks import regression_run_task, training_run_task
 from leanml_site.models import AuditEvent
-from leanml_site.roles import Role
-from tests.factories import MembershipFactory, UserFactory
+
+from .conftest import client_for
 
 # Every test here may write artifacts: each in its own folder.
 pytestmark = pytest.mark.usefixtures("media")
-
-
-@pytest.fixture
-def crew(reviews):
-    """The reviews project with one member per role, and an outsider."""
-    users = {}
-    for role in Role:
-        user = UserFactory(username=f"r-{role.value}")
-        MembershipFactory(project=reviews.project, user=user, role=role)
-        users[role.value] = user
-    users["outsider"] = UserFactory(username="r-outsider")
-    reviews.users = users
-    return reviews
-
-
-def client_for(crew, who):
-    client = Client()
-    client.force_login(crew.users[who])
-    return client
 
 
 def url(crew, tail=""):

@@ -6,26 +6,8 @@ from django.urls import reverse
 
 from iterations.models import KeywordRuleSet, ModelSettings
 from leanml_site.models import AuditEvent
-from leanml_site.roles import Role
-from tests.factories import MembershipFactory, UserFactory
 
-
-@pytest.fixture
-def crew(reviews):
-    users = {}
-    for role in Role:
-        user = UserFactory(username=f"p-{role.value}")
-        MembershipFactory(project=reviews.project, user=user, role=role)
-        users[role.value] = user
-    users["outsider"] = UserFactory(username="p-outsider")
-    reviews.users = users
-    return reviews
-
-
-def client_for(crew, who):
-    client = Client()
-    client.force_login(crew.users[who])
-    return client
+from .conftest import client_for
 
 
 def settings_url(crew):
