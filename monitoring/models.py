@@ -135,3 +135,201 @@ class GroundTruth(models.Model):
 
     def __str__(self):
         return f"{self.request_id}: {self.label} ({self.source})"
+
+
+class MonitoringSettings(models.Model):
+    """What a project watches for and how much it surfaces; one row per project."""
+
+    project = models.OneToOneField(
+        "labelling.Project", on_delete=models.CASCADE, related_name="monitoring_settings"
+    )
+    # Drift alert thresholds (see ml.drift.Thresholds); null switches one off.
+    psi_threshold = models.FloatField(null=True, blank=True, default=0.25)
+    share_points = models.FloatField(
+        null=True, blank=True, default=0.05, help_text="A class share moving by more than this."
+    )
+    oov_increase = models.FloatField(null=True, blank=True, default=0.10)
+    centroid_distance = models.FloatField(null=True, blank=True, default=0.2)
+    email_alerts = models.BooleanField(default=False)
+    # Surfacing: budget per run, the strategy mix (ml.surfacing.DEFAULT_MIX when
+    # empty), and how often it runs by itself (hours; null: only on request).
+    surfacing_budget = models.PositiveIntegerField(default=100)
+    surfacing_mix = models.JSONField(default=dict, blank=True)
+    surfacing_every_hours = models.PositiveIntegerField(null=True, blank=True)
+
+    def __str__(self):
+        return f"Monitoring settings of {self.project}"
+
+
+class MonitoringCursor(models.Model):
+    """How far the scheduled metrics run has read: the highest log and
+    ground-truth ids already folded into the windows. A run reads only rows
+    above them, which is what keeps it independent of the logs' total."""
+
+    project = models.OneToOneField(
+        "labelling.Project", on_delete=models.CASCADE, related_name="monitoring_cursor"
+    )
+    logs_through = models.BigIntegerField(default=0)
+    truth_through = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"{self.project}: logs ≤ {self.logs_through}, truth ≤ {self.truth_through}"
+
+
+class MetricWindow(models.Model):
+    """One hour or day of one model version's predictions (optionally of one
+    segment value), as a mergeable aggregate (``ml.windows.Aggregate``)."""
+
+    class Granularity(models.TextChoices):
+        HOUR = "hour", "Hour"
+        DAY = "day", "Day"
+
+    project = models.ForeignKey(
+        "labelling.Project", on_delete=models.CASCADE, related_name="metric_windows"
+    )
+    model_version = models.ForeignKey(
+        "iterations.ModelVersion", on_delete=models.CASCADE, related_name="metric_windows"
+    )
+    granularity = models.CharField(max_length=4, choices=Granularity.choices)
+    start = models.DateTimeField()
+    # "" for all predictions; "<segment field>=<value>" for one segment.
+    segment = models.CharField(max_length=200, blank=True, default="")
+    aggregate = models.JSONField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "model_version", "granularity", "start", "segment"],
+                name="metricwindow_unique",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["project", "granularity", "start"], name="metricwindow_range")
+        ]
+
+    def __str__(self):
+        return f"{self.model_version} {self.granularity} {self.start:%Y-%m-%d %H:00} {self.segment}"
+
+
+class DriftCheck(models.Model):
+    """Production logs of a time window against the training snapshot of the
+    model version that served them (``ml.drift`` results as JSON)."""
+
+    project = models.ForeignKey(
+        "labelling.Project", on_delete=models.CASCADE, related_name="drift_checks"
+    )
+    model_version = models.ForeignKey(
+        "iterations.ModelVersion", on_delete=models.CASCADE, related_name="drift_checks"
+    )
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    n_current = models.PositiveIntegerField()
+    n_reference = models.PositiveIntegerField()
+    results = models.JSONField(default=list)  # one dict per field / measure
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["project", "window_start"], name="driftcheck_range")]
+
+    def __str__(self):
+        return f"Drift {self.model_version} {self.window_start:%Y-%m-%d}"
+
+
+class Alert(models.Model):
+    """A threshold crossed, until a person acknowledges it."""
+
+    class Kind(models.TextChoices):
+        DRIFT = "drift", "Drift"
+        QUALITY = "quality", "Quality"
+
+    project = models.ForeignKey(
+        "labelling.Project", on_delete=models.CASCADE, related_name="alerts"
+    )
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    field = models.CharField(max_length=200)
+    measure = models.CharField(max_length=32)
+    value = models.FloatField()
+    threshold = models.FloatField()
+    sentence = models.TextField()
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    drift_check = models.ForeignKey(
+        DriftCheck, null=True, blank=True, on_delete=models.CASCADE, related_name="alerts"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    acknowledged_at = models.DateTimeField(null=True, blank=True)
+    note = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["project", "created_at"],
+                condition=models.Q(acknowledged_at__isnull=True),
+                name="alert_open",
+            )
+        ]
+
+    def __str__(self):
+        return self.sentence[:80]
+
+
+class SurfacingRun(models.Model):
+    """One spend of a labelling budget over recent production logs."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    project = models.ForeignKey(
+        "labelling.Project", on_delete=models.CASCADE, related_name="surfacing_runs"
+    )
+    model_version = models.ForeignKey(
+        "iterations.ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="surfacing_runs",
+    )
+    budget = models.PositiveIntegerField()
+    mix = models.JSONField(default=dict)
+    since = models.DateTimeField(null=True, blank=True, help_text="Logs from this time on.")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    message = models.CharField(max_length=255, blank=True)
+    counts = models.JSONField(default=dict, blank=True)  # strategy -> samples surfaced
+    candidates = models.PositiveIntegerField(default=0)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"Surfacing {self.pk} ({self.state})"
+
+
+class SurfacedSample(models.Model):
+    """Why a production prediction became a sample in the labelling queue."""
+
+    run = models.ForeignKey(SurfacingRun, on_delete=models.CASCADE, related_name="surfaced")
+    sample = models.ForeignKey(
+        "labelling.Sample", on_delete=models.CASCADE, related_name="surfaced_from"
+    )
+    prediction_log = models.ForeignKey(
+        PredictionLog, on_delete=models.CASCADE, related_name="surfaced_as"
+    )
+    strategy = models.CharField(max_length=32)
+    score = models.FloatField()
+    reason = models.TextField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["prediction_log"], name="surfaced_once")]
+
+    def __str__(self):
+        return f"{self.prediction_log} → {self.sample} ({self.strategy})"
