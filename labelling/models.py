@@ -222,8 +222,15 @@ class Annotation(models.Model):
         HUMAN = "human", "Labelled here"
         IMPORT = "import", "Imported"
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="annotations")
-    sample = models.ForeignKey(Sample, on_delete=models.CASCADE, related_name="annotations")
+    # No single-column indexes on project and sample: annotation_by_annotator
+    # and annotation_latest lead with them, and every label pays for each
+    # index it writes (the labelling round trip in bench/README.md).
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="annotations", db_index=False
+    )
+    sample = models.ForeignKey(
+        Sample, on_delete=models.CASCADE, related_name="annotations", db_index=False
+    )
     annotator = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="annotations"
     )
@@ -348,8 +355,12 @@ class QueueItem(models.Model):
 class Lease(models.Model):
     """An annotator's reservation of a queue item until ``expires_at``."""
 
-    item = models.ForeignKey(QueueItem, on_delete=models.CASCADE, related_name="leases")
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    # Covered by lease_unique_user (item, user) and lease_expiry / lease_by_user
+    # (project, ...): no single-column indexes of their own.
+    item = models.ForeignKey(
+        QueueItem, on_delete=models.CASCADE, related_name="leases", db_index=False
+    )
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
