@@ -211,6 +211,11 @@ CELERY_BEAT_SCHEDULE = {
     # Projects with "retrain every N new labels": a cheap count per project;
     # five minutes is soon enough for a rule counted in tens of labels.
     "auto-retrain-check": {"task": "iterations.auto_retrain_check", "schedule": 300.0},
+    # Projects with "surface every N hours": the check is one query per such
+    # project; hourly is as fine as the setting's unit.
+    "surfacing-due": {"task": "monitoring.surfacing_due", "schedule": 3600.0},
+    # Drift of the last day's logs against each serving version's training snapshot.
+    "drift-check": {"task": "monitoring.drift_check", "schedule": 24 * 3600.0},
 }
 # Training is CPU-heavy and long: its own queue, so imports and beat jobs never wait behind it.
 # Its name is a setting so a test (or a second site on the same broker) can use its own.

@@ -1,0 +1,68 @@
+"""Monitoring's Celery tasks: thin, they take ids and call a service."""
+
+from datetime import datetime, timedelta
+
+from celery import shared_task
+from django.utils import timezone
+
+DRIFT_WINDOW = timedelta(days=1)
+
+
+@shared_task(
+    name="monitoring.drift_check",
+    soft_time_limit=20 * 60,
+    time_limit=21 * 60,
+    serializer="json",
+)
+def drift_check_task(project_id=None, window_start=None, window_end=None):
+    """Drift of one project's logs (or, from beat, of every project with logs
+    in the window) over [window_start, window_end) — ISO times; by default
+    the day that ended now. Re-running stores another check and refreshes the
+    open alerts instead of duplicating them."""
+    from labelling.models import Project
+
+    from .models import PredictionLog
+    from .services.drift import drift_check
+
+    end = datetime.fromisoformat(window_end) if window_end else timezone.now()
+    start = datetime.fromisoformat(window_start) if window_start else end - DRIFT_WINDOW
+    if project_id is None:
+        project_ids = (
+            PredictionLog.objects.filter(timestamp__gte=start, timestamp__lt=end)
+            .values_list("project_id", flat=True)
+            .distinct()
+        )
+    else:
+        project_ids = [project_id]
+    checks = []
+    for project in Project.objects.filter(pk__in=list(project_ids)).order_by("pk"):
+        checks += drift_check(project=project, window_start=start, window_end=end)
+    return {"checks": [c.pk for c in checks]}
+
+
+@shared_task(
+    name="monitoring.surfacing_run",
+    acks_late=True,
+    # The run's rows are written in one transaction at its end, and the run
+    # row is claimed (queued → running) first: a message given back after a
+    # lost worker, or delivered twice, never surfaces twice.
+    reject_on_worker_lost=True,
+    soft_time_limit=15 * 60,
+    time_limit=16 * 60,
+    serializer="json",
+)
+def surfacing_run_task(run_id):
+    """Surface one queued run's budget into the labelling queue."""
+    from .services.surfacing import surfacing_run
+
+    run = surfacing_run(run_id=run_id)
+    return {"run": run.pk, "state": run.state, "counts": run.counts}
+
+
+@shared_task(name="monitoring.surfacing_due", soft_time_limit=5 * 60, time_limit=6 * 60)
+def surfacing_due_task():
+    """Beat, hourly: queue a run for each project whose "surface every N
+    hours" is due."""
+    from .services.surfacing import surfacing_due
+
+    return {"runs": [run.pk for run in surfacing_due()]}
