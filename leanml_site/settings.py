@@ -216,6 +216,9 @@ CELERY_BEAT_SCHEDULE = {
     "surfacing-due": {"task": "monitoring.surfacing_due", "schedule": 3600.0},
     # Drift of the last day's logs against each serving version's training snapshot.
     "drift-check": {"task": "monitoring.drift_check", "schedule": 24 * 3600.0},
+    # Hourly/daily metric windows from the logs and ground truth that arrived
+    # since the last run: five minutes keeps the current hour's chart fresh.
+    "metrics-update": {"task": "monitoring.metrics_update", "schedule": 300.0},
 }
 # Training is CPU-heavy and long: its own queue, so imports and beat jobs never wait behind it.
 # Its name is a setting so a test (or a second site on the same broker) can use its own.

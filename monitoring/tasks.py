@@ -66,3 +66,35 @@ def surfacing_due_task():
     from .services.surfacing import surfacing_due
 
     return {"runs": [run.pk for run in surfacing_due()]}
+
+
+@shared_task(
+    name="monitoring.metrics_update",
+    soft_time_limit=30 * 60,
+    time_limit=31 * 60,
+    serializer="json",
+)
+def metrics_update_task(project_id=None):
+    """Fold new logs and ground truth into the metric windows of one project
+    or, from beat, of every project with logs. A run with nothing new costs
+    two indexed lookups per project; runs overlapping (a slow one and the
+    next beat) wait on the project's cursor lock instead of counting twice."""
+    from django.db.models import Exists, OuterRef
+
+    from labelling.models import Project
+
+    from .models import PredictionLog
+    from .services.metrics import metrics_update
+
+    projects = Project.objects.order_by("pk")
+    if project_id is None:
+        # One index probe per project, where a DISTINCT over the log table
+        # would read all of it at every beat.
+        projects = projects.filter(Exists(PredictionLog.objects.filter(project=OuterRef("pk"))))
+    else:
+        projects = projects.filter(pk=project_id)
+    runs = {}
+    for project in projects:
+        run = metrics_update(project=project)
+        runs[project.pk] = {"logs": run.logs, "truth": run.truth, "seconds": run.seconds}
+    return runs
