@@ -396,3 +396,20 @@ def annotator_progress(*, project, user) -> Progress:
         remaining=min(remaining, REMAINING_CAP),
         remaining_capped=remaining > REMAINING_CAP,
     )
+
+
+@transaction.atomic
+def queue_strategy_reprioritise(*, project, strategy, delta, by) -> int:
+    """Move every open item of one strategy up (``delta`` > 0) or down the
+    queue; returns how many moved. The queue page's "more of this / less of
+    this" for a surfacing strategy."""
+    delta = float(delta)
+    items = QueueItem.objects.filter(project=project, state=QueueItem.State.OPEN, strategy=strategy)
+    moved = items.update(priority=F("priority") + delta)
+    audit_record(
+        actor=by,
+        project=project,
+        action="queue.reprioritise",
+        after={"strategy": strategy, "delta": delta, "items": moved},
+    )
+    return moved

@@ -1,0 +1,203 @@
+# ruff: noqa: F811 (pytest fixtures imported from surfacing_fixtures)
+"""Surfacing runs on real reviews: a trained production model, its logged
+predictions, end-user corrections; what lands in the labelling queue, and why."""
+
+from datetime import timedelta
+from unittest import mock
+
+import pytest
+from django.utils import timezone
+
+from labelling.models import QueueItem, Sample
+from labelling.services.queue import queue_add
+from leanml_site.models import AuditEvent
+from ml.hashing import content_hash
+from monitoring.models import MonitoringSettings, PredictionLog, SurfacedSample, SurfacingRun
+from monitoring.services.surfacing import (
+    SurfacingError,
+    surfacing_due,
+    surfacing_request,
+    surfacing_run,
+)
+from monitoring.tasks import surfacing_run_task
+from tests.iterations.conftest import add_samples
+
+from .surfacing_fixtures import correct, crew, media, production, reviews  # noqa: F401
+
+pytestmark = pytest.mark.django_db(transaction=False)
+
+
+def run(project, by, **kwargs):
+    request = surfacing_request(project=project, by=by, queue=False, **kwargs)
+    return surfacing_run(run_id=request.pk)
+
+
+def test_budget_and_mix_are_spent_with_reasons(production):
+    p = production
+    # Three confident predictions an end user corrected: feedback's share of 20 is 2.
+    confident = sorted(p.logs, key=lambda log: -log.confidence)[:3]
+    for log in confident:
+        other = "other" if log.predicted == "great" else "great"
+        correct(p.project, log, other)
+    done = run(p.project, p.crew.users["data_scientist"], budget=20)
+    assert done.state == SurfacingRun.State.SUCCEEDED, done.message
+    assert done.candidates == 300
+    # DEFAULT_MIX: 0.6 / 0.15 / 0.1 / 0.05 / 0.1 of 20.
+    assert done.counts == {
+        "uncertainty": 12,
+        "disagreement": 3,
+        "feedback": 2,
+        "novelty": 1,
+        "random": 2,
+    }
+    surfaced = list(SurfacedSample.objects.filter(run=done).select_related("sample"))
+    assert len(surfaced) == 20
+    items = {i.sample_id: i for i in QueueItem.objects.filter(project=p.project)}
+    for row in surfaced:
+        log = PredictionLog.objects.get(pk=row.prediction_log_id)
+        sample = row.sample
+        assert sample.source == Sample.Source.MONITORING
+        assert sample.external_id == f"log-{log.request_id}"
+        assert sample.data == log.data
+        assert sample.content_hash == content_hash(log.data)
+        item = items[sample.pk]
+        assert item.state == QueueItem.State.OPEN
+        assert (item.strategy, item.reason, item.score) == (row.strategy, row.reason, row.score)
+        assert row.reason
+    by_strategy = {}
+    for row in surfaced:
+        by_strategy.setdefault(row.strategy, []).append(row)
+    assert all(r.reason.startswith("uncertain: ") for r in by_strategy["uncertainty"])
+    assert all(r.reason.startswith("sub-models ") for r in by_strategy["disagreement"])
+    assert "text model says" in by_strategy["disagreement"][0].reason
+    assert by_strategy["novelty"][0].reason.startswith("unlike the training data")
+    # The most uncertain candidates were the ones picked by uncertainty.
+    ranked = sorted(p.logs, key=lambda log: log.confidence)
+    picked = {r.prediction_log_id for r in by_strategy["uncertainty"]}
+    assert ranked[0].pk in picked
+    assert AuditEvent.objects.filter(action="surfacing.run", target_id=str(done.pk)).exists()
+
+
+def test_feedback_contradiction_surfaces_with_the_users_words(production):
+    p = production
+    log = max(p.logs, key=lambda x: x.confidence)
+    other = "other" if log.predicted == "great" else "great"
+    correct(p.project, log, other)
+    # A correction withdrawn by a later "confirm" does not count.
+    withdrawn = sorted(p.logs, key=lambda x: -x.confidence)[1]
+    correct(p.project, withdrawn, "other" if withdrawn.predicted == "great" else "great")
+    correct(p.project, withdrawn, withdrawn.predicted, kind="confirm", after=5)
+    done = run(p.project, p.crew.users["owner"], budget=5, mix={"feedback": 1})
+    rows = list(SurfacedSample.objects.filter(run=done))
+    assert [(r.prediction_log_id, r.strategy) for r in rows] == [(log.pk, "feedback")]
+    assert rows[0].reason == (
+        f"end user says {other}, model said {log.predicted} {log.confidence:.2f}"
+    )
+    assert rows[0].score == pytest.approx(log.confidence)
+    assert "fewer new candidates" in done.message
+
+
+def test_labelled_queued_surfaced_and_repeated_content_is_never_surfaced_again(production):
+    p = production
+    labelled_copy, queued_copy, twin_a, twin_b = p.logs[:4]
+    # A log with the content of a labelled sample, one with that of a queued
+    # (unlabelled) sample, and two logs with the same content.
+    first = Sample.objects.filter(project=p.project).exclude(consensus_label=None).first()
+    PredictionLog.objects.filter(pk=labelled_copy.pk).update(data=first.data)
+    [queued] = add_samples(
+        p.project,
+        p.crew.classes,
+        [("manual-1", queued_copy.data, None)],
+    )
+    queue_add(project=p.project, sample_ids=[queued.pk])
+    PredictionLog.objects.filter(pk=twin_b.pk).update(data=twin_a.data)
+    everything = len(p.logs)
+    done = run(p.project, p.crew.users["owner"], budget=everything, mix={"random": 1})
+    surfaced = set(
+        SurfacedSample.objects.filter(run=done).values_list("prediction_log_id", flat=True)
+    )
+    assert labelled_copy.pk not in surfaced
+    assert queued_copy.pk not in surfaced
+    assert len({twin_a.pk, twin_b.pk} & surfaced) == 1
+    assert len(surfaced) == everything - 3
+    hashes = list(Sample.objects.filter(project=p.project).values_list("content_hash", flat=True))
+    assert len(hashes) == len(set(hashes)), "a surfaced sample duplicates another's content"
+    # A second run finds nothing new: every log is surfaced or a duplicate.
+    again = run(p.project, p.crew.users["owner"], budget=50)
+    assert again.state == SurfacingRun.State.SUCCEEDED
+    assert again.counts == {}
+    assert not SurfacedSample.objects.filter(run=again).exists()
+    assert again.message.startswith("0 of 3 candidate logs surfaced")
+
+
+def test_only_the_production_versions_logs_since_the_window(production):
+    p = production
+    old = p.logs[0]
+    PredictionLog.objects.filter(pk=old.pk).update(timestamp=timezone.now() - timedelta(days=30))
+    done = run(p.project, p.crew.users["owner"], budget=1000, mix={"uncertainty": 1})
+    surfaced = set(
+        SurfacedSample.objects.filter(run=done).values_list("prediction_log_id", flat=True)
+    )
+    assert old.pk not in surfaced
+    assert done.candidates == len(p.logs) - 1
+
+
+def test_task_redelivery_surfaces_once(production):
+    p = production
+    request = surfacing_request(project=p.project, by=None, budget=10, queue=False)
+    first = surfacing_run_task(request.pk)
+    second = surfacing_run_task(request.pk)
+    assert first["state"] == second["state"] == "succeeded"
+    assert second["counts"] == first["counts"]
+    assert SurfacedSample.objects.filter(run=request).count() == 10
+    assert QueueItem.objects.filter(project=p.project, sample__source="monitoring").count() == 10
+
+
+def test_request_queues_the_task_after_commit(production, django_capture_on_commit_callbacks):
+    p = production
+    with mock.patch("monitoring.tasks.surfacing_run_task.delay") as delay:
+        with django_capture_on_commit_callbacks(execute=False) as callbacks:
+            request = surfacing_request(project=p.project, by=p.crew.users["owner"], budget=4)
+        delay.assert_not_called()  # not before the run row is committed
+        for callback in callbacks:
+            callback()
+    delay.assert_called_once_with(request.pk)
+    assert request.state == SurfacingRun.State.QUEUED
+    assert request.since < timezone.now() - timedelta(days=6, hours=23)
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        ({"budget": 0}, "budget", "between 1 and"),
+        ({"budget": "many"}, "budget", "“many”"),
+        ({"mix": {"hunch": 1}}, "mix", "Unknown strategy “hunch”"),
+        ({"mix": {"random": -1}}, "mix", "share of random must be 0 or more"),
+        ({"mix": {"random": "lots"}}, "mix", "share of random must be a number"),
+        ({"mix": {"random": 0}}, "mix", "above 0"),
+        ({"mix": {"label_error": 1}}, "mix", "review"),
+    ],
+)
+def test_bad_requests_name_the_field_and_create_nothing(production, changes, field, words):
+    p = production
+    with pytest.raises(SurfacingError) as caught:
+        surfacing_request(project=p.project, by=None, queue=False, **changes)
+    assert caught.value.field == field
+    assert words in caught.value.message
+    assert not SurfacingRun.objects.exists()
+
+
+def test_no_production_model_is_a_clear_error(reviews):
+    with pytest.raises(SurfacingError, match="no production model"):
+        surfacing_request(project=reviews.project, by=None, queue=False)
+
+
+def test_schedule_starts_due_projects_once(production):
+    p = production
+    MonitoringSettings.objects.create(
+        project=p.project, surfacing_every_hours=6, surfacing_budget=7, surfacing_mix={"random": 1}
+    )
+    runs = surfacing_due()
+    assert [(r.project_id, r.budget, r.mix) for r in runs] == [(p.project.pk, 7, {"random": 1.0})]
+    assert surfacing_due() == []  # one was created within the last 6 hours
+    assert surfacing_due(now=timezone.now() + timedelta(hours=7))  # due again later
