@@ -19,6 +19,8 @@ def drift_check_task(project_id=None, window_start=None, window_end=None):
     in the window) over [window_start, window_end) — ISO times; by default
     the day that ended now. Re-running stores another check and refreshes the
     open alerts instead of duplicating them."""
+    from django.db.models import Exists, OuterRef
+
     from labelling.models import Project
 
     from .models import PredictionLog
@@ -26,16 +28,17 @@ def drift_check_task(project_id=None, window_start=None, window_end=None):
 
     end = datetime.fromisoformat(window_end) if window_end else timezone.now()
     start = datetime.fromisoformat(window_start) if window_start else end - DRIFT_WINDOW
+    projects = Project.objects.order_by("pk")
     if project_id is None:
-        project_ids = (
-            PredictionLog.objects.filter(timestamp__gte=start, timestamp__lt=end)
-            .values_list("project_id", flat=True)
-            .distinct()
+        # One probe of the (project, timestamp) index per project.
+        window = PredictionLog.objects.filter(
+            project=OuterRef("pk"), timestamp__gte=start, timestamp__lt=end
         )
+        projects = projects.filter(Exists(window))
     else:
-        project_ids = [project_id]
+        projects = projects.filter(pk=project_id)
     checks = []
-    for project in Project.objects.filter(pk__in=list(project_ids)).order_by("pk"):
+    for project in projects:
         checks += drift_check(project=project, window_start=start, window_end=end)
     return {"checks": [c.pk for c in checks]}
 

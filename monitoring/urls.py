@@ -18,4 +18,20 @@ urlpatterns = [
         views.prediction_upload,
         name="prediction_upload",
     ),
+    path("projects/<int:project_pk>/monitoring/alerts/", views.alert_list, name="alert_list"),
+    path(
+        "projects/<int:project_pk>/monitoring/alerts/<int:pk>/acknowledge/",
+        views.alert_acknowledge_page,
+        name="alert_acknowledge",
+    ),
+    path(
+        "projects/<int:project_pk>/monitoring/drift/check/",
+        views.drift_check_now,
+        name="drift_check_now",
+    ),
+    path(
+        "projects/<int:project_pk>/monitoring/settings/",
+        views.monitoring_settings_page,
+        name="settings",
+    ),
 ]

@@ -3,18 +3,27 @@ clients, and a file upload of prediction logs (the API's bulk path, by hand)."""
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import Http404
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods, require_POST
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from labelling.permissions import get_project_for_user
-from leanml_site.roles import Capability
+from leanml_site.roles import Capability, role_can
+from ml.surfacing import DEFAULT_MIX, STRATEGIES
 
-from .forms import ApiKeyForm, PredictionUploadForm
-from .models import ApiKey
+from .forms import AlertAcknowledgeForm, ApiKeyForm, MonitoringSettingsForm, PredictionUploadForm
+from .models import Alert, ApiKey, DriftCheck
+from .services.alerts import AlertError, alert_acknowledge
 from .services.api_keys import ApiKeyError, api_key_create, api_key_revoke
+from .services.drift import monitoring_settings_get
 from .services.parsing import MAX_BODY_BYTES, IngestError, read_body
 from .services.predictions import CSV_TEXT_COLUMNS, prediction_logs_ingest
+from .services.settings import EDITABLE as SETTINGS_EDITABLE
+from .services.settings import SettingsError, monitoring_settings_update
+from .tasks import DRIFT_WINDOW, drift_check_task
 
 UPLOAD_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
 
@@ -83,3 +92,120 @@ def prediction_upload(request, project_pk):
     return render(
         request, "monitoring/prediction_upload.html", context, status=400 if error else 200
     )
+
+
+# --- Drift alerts and the monitoring settings -------------------------------------------
+
+
+# Who may acknowledge an alert: whoever acts on a model, by training it (data
+# scientists) or by deciding on it (product managers); owners do both.
+def _may_acknowledge(project):
+    return role_can(project.role, Capability.TRAIN) or role_can(project.role, Capability.DECIDE)
+
+
+@login_required
+@require_GET
+def alert_list(request, project_pk):
+    project = get_project_for_user(request.user, project_pk, capability=Capability.VIEW)
+    alerts = Alert.objects.filter(project=project).select_related("acknowledged_by")
+    context = {
+        "project": project,
+        "open_alerts": alerts.filter(acknowledged_at__isnull=True).order_by("-window_end", "id"),
+        "acknowledged": alerts.filter(acknowledged_at__isnull=False).order_by("-acknowledged_at")[
+            :100
+        ],
+        "may_acknowledge": _may_acknowledge(project),
+        "may_check": role_can(project.role, Capability.TRAIN),
+        "last_check": DriftCheck.objects.filter(project=project)
+        .select_related("model_version")
+        .order_by("-created_at")
+        .first(),
+        "form": AlertAcknowledgeForm(),
+    }
+    return render(request, "monitoring/alerts.html", context)
+
+
+@login_required
+@require_POST
+def alert_acknowledge_page(request, project_pk, pk):
+    project = get_project_for_user(request.user, project_pk, capability=Capability.VIEW)
+    if not _may_acknowledge(project):
+        raise PermissionDenied(
+            f"Your role ({project.role_label}) may not acknowledge alerts in this project."
+        )
+    alert = Alert.objects.filter(project=project, pk=pk).first()
+    if alert is None:
+        raise Http404("No such alert.")
+    alert.project = project
+    form = AlertAcknowledgeForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "; ".join(e for errors in form.errors.values() for e in errors))
+        return redirect("monitoring:alert_list", project_pk=project.pk)
+    try:
+        alert_acknowledge(alert=alert, by=request.user, note=form.cleaned_data["note"])
+    except AlertError as error:
+        messages.error(request, error.message)
+    else:
+        messages.success(request, f"Acknowledged: {alert.sentence}")
+    return redirect("monitoring:alert_list", project_pk=project.pk)
+
+
+@login_required
+@require_POST
+def drift_check_now(request, project_pk):
+    """Queue a drift check of the last day's logs (the daily beat job, now)."""
+    project = get_project_for_user(request.user, project_pk, capability=Capability.TRAIN)
+    end = timezone.now()
+    start = end - DRIFT_WINDOW
+    transaction.on_commit(
+        lambda: drift_check_task.delay(
+            project_id=project.pk, window_start=start.isoformat(), window_end=end.isoformat()
+        )
+    )
+    messages.success(
+        request,
+        f"Drift check of {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC queued; "
+        "new alerts appear here when it has run.",
+    )
+    return redirect("monitoring:alert_list", project_pk=project.pk)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def monitoring_settings_page(request, project_pk):
+    """Everyone in the project reads the settings; data scientists and owners change them."""
+    project = get_project_for_user(request.user, project_pk, capability=Capability.VIEW)
+    may_edit = role_can(project.role, Capability.TRAIN)
+    row = monitoring_settings_get(project)
+    initial = {name: getattr(row, name) for name in SETTINGS_EDITABLE if name != "surfacing_mix"}
+    mix = row.surfacing_mix or DEFAULT_MIX
+    initial.update({f"mix_{s}": mix.get(s) for s in STRATEGIES})
+    status = 200
+    if request.method == "POST":
+        if not may_edit:
+            raise PermissionDenied(
+                f"Your role ({project.role_label}) may not change the monitoring settings."
+            )
+        form = MonitoringSettingsForm(request.POST, strategies=STRATEGIES)
+        if form.is_valid():
+            try:
+                monitoring_settings_update(project=project, by=request.user, changes=form.changes())
+            except SettingsError as error:
+                field = f"mix_{STRATEGIES[0]}" if error.field == "surfacing_mix" else error.field
+                form.add_error(field if field in form.fields else None, error.message)
+            else:
+                messages.success(request, "Monitoring settings saved.")
+                return redirect("monitoring:settings", project_pk=project.pk)
+        status = 400
+    else:
+        form = MonitoringSettingsForm(initial=initial, strategies=STRATEGIES)
+    if not may_edit:
+        for field in form.fields.values():
+            field.disabled = True
+    context = {
+        "project": project,
+        "form": form,
+        "may_edit": may_edit,
+        "default_mix": not row.surfacing_mix,
+    }
+    return render(request, "monitoring/settings.html", context, status=status)

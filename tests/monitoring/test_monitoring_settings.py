@@ -1,0 +1,105 @@
+import pytest
+
+from leanml_site.models import AuditEvent
+from ml.surfacing import DEFAULT_MIX, STRATEGIES
+from monitoring.models import MonitoringSettings
+from monitoring.services.settings import SettingsError, monitoring_settings_update
+
+URL = "/projects/{}/monitoring/settings/"
+
+
+def _form(**changes):
+    data = {
+        "psi_threshold": "0.2",
+        "share_points": "0.05",
+        "oov_increase": "0.1",
+        "centroid_distance": "0.2",
+        "surfacing_budget": "50",
+        "surfacing_every_hours": "",
+        **{f"mix_{s}": "" for s in STRATEGIES},
+        "mix_uncertainty": "3",
+        "mix_random": "1",
+    }
+    data.update(changes)
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def test_everyone_in_the_project_reads_the_settings(team):
+    for role in team.users:
+        response = team.client(role).get(URL.format(team.project.pk))
+        assert response.status_code == 200, role
+    page = team.client("expert").get(URL.format(team.project.pk)).content.decode()
+    assert "you (Domain expert) can read them" in page and "disabled" in page
+    assert team.client(team.outsider).get(URL.format(team.project.pk)).status_code == 404
+    # The default mix is shown as the one in use.
+    page = team.client("owner").get(URL.format(team.project.pk)).content.decode()
+    assert f'name="mix_uncertainty" value="{DEFAULT_MIX["uncertainty"]}"' in page
+
+
+@pytest.mark.parametrize("role", ["data_scientist", "owner"])
+def test_data_scientists_and_owners_change_them_with_an_audit_event(team, role):
+    response = team.client(role).post(
+        URL.format(team.project.pk),
+        _form(psi_threshold="", email_alerts="on", surfacing_every_hours="6"),
+    )
+    assert response.status_code == 302
+    row = MonitoringSettings.objects.get(project=team.project)
+    assert row.psi_threshold is None  # switched off
+    assert row.email_alerts is True
+    assert (row.surfacing_budget, row.surfacing_every_hours) == (50, 6)
+    assert row.surfacing_mix == {"uncertainty": 3.0, "random": 1.0}
+    event = AuditEvent.objects.get(action="monitoring_settings.update")
+    assert event.actor == team.users[role]
+    assert event.before["psi_threshold"] == 0.25 and event.after["psi_threshold"] is None
+
+
+@pytest.mark.parametrize("role", ["expert", "product_manager"])
+def test_other_roles_cannot_change_them(team, role):
+    response = team.client(role).post(URL.format(team.project.pk), _form(surfacing_budget="7"))
+    assert response.status_code == 403
+    assert not MonitoringSettings.objects.filter(project=team.project, surfacing_budget=7).exists()
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "words"),
+    [
+        ({"psi_threshold": "-1"}, "psi_threshold", "psi_threshold: -1 is out of range"),
+        ({"share_points": "5"}, "share_points", "share_points: 5 is out of range"),
+        ({"surfacing_budget": "0"}, "surfacing_budget", "surfacing_budget: 0 must be"),
+        ({"surfacing_every_hours": "0"}, "surfacing_every_hours", "surfacing_every_hours: 0"),
+        ({"mix_random": "-1"}, "mix_uncertainty", "the share of &#x27;random&#x27; is -1"),
+        (
+            {"mix_uncertainty": "0", "mix_random": "0"},
+            "mix_uncertainty",
+            "the shares add up to 0",
+        ),
+        ({"centroid_distance": "far"}, "centroid_distance", "Enter a number."),
+    ],
+)
+def test_it_refuses_bad_values_naming_the_field_and_changes_nothing(team, changes, field, words):
+    response = team.client("owner").post(URL.format(team.project.pk), _form(**changes))
+    assert response.status_code == 400
+    assert words in response.content.decode()
+    assert field in response.context["form"].errors
+    row = MonitoringSettings.objects.filter(project=team.project).first()
+    assert row is None or (row.surfacing_budget, row.psi_threshold) == (100, 0.25)
+    assert not AuditEvent.objects.filter(action="monitoring_settings.update").exists()
+
+
+def test_the_service_refuses_unknown_strategies_and_settings(team):
+    owner = team.users["owner"]
+    with pytest.raises(SettingsError) as error:
+        monitoring_settings_update(
+            project=team.project, by=owner, changes={"surfacing_mix": {"vibes": 1}}
+        )
+    assert error.value.field == "surfacing_mix" and "'vibes'" in error.value.message
+    with pytest.raises(SettingsError) as error:
+        monitoring_settings_update(project=team.project, by=owner, changes={"colour": "red"})
+    assert error.value.field == "colour"
+    with pytest.raises(SettingsError) as error:
+        monitoring_settings_update(
+            project=team.project, by=owner, changes={"email_alerts": "yes", "surfacing_budget": 5}
+        )
+    assert error.value.field == "email_alerts"
+    # Checked before anything is written: not even the default row was created.
+    assert not MonitoringSettings.objects.filter(project=team.project).exists()
