@@ -3,7 +3,7 @@
 from iterations.models import ModelVersion
 from ml.windows import Aggregate, summarise
 
-from .models import GroundTruth, MetricWindow, PredictionLog
+from .models import DriftCheck, GroundTruth, MetricWindow, MonitoringSettings, PredictionLog
 
 
 def ground_truth_latest(*, project, request_ids) -> dict:
@@ -74,3 +74,70 @@ def metric_segments(*, project) -> list[str]:
         .values_list("segment", flat=True)
         .distinct()
     )
+
+
+# The drift measures worth a line on a chart, per result kind, with the
+# MonitoringSettings threshold each is held against.
+_DRIFT_MEASURES = {
+    "numeric": (("psi", "psi_threshold"),),
+    "categorical": (("psi", "psi_threshold"), ("share_change", "share_points")),
+    "prediction": (("psi", "psi_threshold"), ("share_change", "share_points")),
+    "label": (("psi", "psi_threshold"), ("share_change", "share_points")),
+    "text": (("oov_rise", "oov_increase"), ("centroid_distance", "centroid_distance")),
+}
+
+
+def _drift_value(result, measure):
+    if measure == "share_change":
+        change = (result.get("largest_share_change") or {}).get("change")
+        return abs(change) if change is not None else None
+    if measure == "oov_rise":  # what the OOV alert compares with its threshold
+        return result["oov_share"] - result["reference_oov_share"]
+    return result.get(measure)
+
+
+def drift_series(project, version=None) -> list[dict]:
+    """Per field and measure, the value of each drift check over time, for
+    the monitoring page's chart: ``[{"field", "kind", "measure",
+    "threshold", "points": [{"window_start", "window_end", "version",
+    "value"}]}]``, ordered by field then measure, points by window. A field a
+    check could not measure (no values on one side) has no point there.
+    ``threshold`` is the project's current one (None: switched off); share
+    changes are absolute (points as a fraction), OOV as the rise above the
+    training texts' own rate, as the alerts read them."""
+    settings_row = MonitoringSettings.objects.filter(project=project).first()
+    checks = DriftCheck.objects.filter(project=project).select_related("model_version")
+    if version is not None:
+        checks = checks.filter(model_version=version)
+    series = {}
+    for check in checks.order_by("window_start", "id"):
+        for result in check.results:
+            if result.get("error"):
+                continue
+            for measure, setting in _DRIFT_MEASURES.get(result.get("kind"), ()):
+                value = _drift_value(result, measure)
+                if value is None:
+                    continue
+                key = (result["field"], measure)
+                if key not in series:
+                    threshold = (
+                        getattr(settings_row, setting)
+                        if settings_row is not None
+                        else MonitoringSettings._meta.get_field(setting).default
+                    )
+                    series[key] = {
+                        "field": result["field"],
+                        "kind": result["kind"],
+                        "measure": measure,
+                        "threshold": threshold,
+                        "points": [],
+                    }
+                series[key]["points"].append(
+                    {
+                        "window_start": check.window_start,
+                        "window_end": check.window_end,
+                        "version": check.model_version.number,
+                        "value": float(value),
+                    }
+                )
+    return [series[k] for k in sorted(series)]

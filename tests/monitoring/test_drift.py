@@ -110,3 +110,25 @@ def test_it_checks_nothing_without_logs_and_refuses_a_backwards_window(drift_pro
     with pytest.raises(DriftError) as error:
         drift_check(project=project, window_start=WINDOW_END, window_end=WINDOW_START)
     assert error.value.field == "window_end"
+
+
+def test_drift_series_gives_each_measure_over_time_with_its_threshold(drift_project):  # noqa: F811
+    from monitoring.selectors import drift_series
+
+    project, version = drift_project
+    add_logs(project, version, shifted=False)
+    _check(project)
+    add_logs(project, version, shifted=True, seed=9, start=WINDOW_END)
+    drift_check(project=project, window_start=WINDOW_END, window_end=WINDOW_END + timedelta(days=1))
+    series = {(s["field"], s["measure"]): s for s in drift_series(project)}
+    amount = series[("amount", "psi")]
+    assert amount["threshold"] == 0.25 and amount["kind"] == "numeric"
+    assert [p["window_start"] for p in amount["points"]] == [WINDOW_START, WINDOW_END]
+    quiet, moved = (p["value"] for p in amount["points"])
+    assert quiet < 0.1 < 0.25 < moved
+    assert {("review", "oov_rise"), ("review", "centroid_distance")} <= set(series)
+    share = series[(PREDICTION_FIELD, "share_change")]
+    assert share["threshold"] == 0.05 and share["points"][1]["value"] > 0.3
+    assert all(p["version"] == 1 for s in series.values() for p in s["points"])
+    assert drift_series(project, version=version) == list(series.values())
+    assert drift_series(project.__class__.objects.exclude(pk=project.pk).first()) == []
