@@ -6,6 +6,7 @@ The three ingestion endpoints accept an API key (``Authorization: Api-Key
 the key endpoints only a person's.
 """
 
+from django.core.exceptions import PermissionDenied
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -25,14 +26,17 @@ from rest_framework.parsers import BaseParser, JSONParser
 from rest_framework.response import Response
 
 from labelling.permissions import get_project_for_user
-from leanml_site.roles import Capability
+from leanml_site.roles import Capability, role_can
 
 from .auth import ApiKeyAuthentication, ApiKeyRateThrottle, get_project_for_client
-from .models import ApiKey, GroundTruth
+from .models import Alert, ApiKey, DriftCheck, GroundTruth
+from .services.alerts import AlertError, alert_acknowledge
 from .services.api_keys import ApiKeyError, api_key_create, api_key_revoke
+from .services.drift import monitoring_settings_get
 from .services.ground_truth import feedback_record, outcomes_ingest
 from .services.parsing import MAX_BODY_BYTES, IngestError, format_for, read_body
 from .services.predictions import CSV_TEXT_COLUMNS, prediction_logs_ingest
+from .services.settings import SettingsError, monitoring_settings_update
 
 PROJECT_PARAM = OpenApiParameter("project_pk", int, OpenApiParameter.PATH, description="Project id")
 CLIENT_AUTH = [ApiKeyAuthentication, SessionAuthentication, TokenAuthentication]
@@ -321,3 +325,197 @@ def api_key_revoke_view(request, project_pk, pk):
     key.project = project
     api_key_revoke(key=key, by=request.user)
     return Response(ApiKeySerializer(key).data)
+
+
+# --- Drift checks, alerts and the monitoring settings -----------------------------------
+
+
+class AlertSerializer(serializers.ModelSerializer):
+    # A plain string: a schema enum would be named "kind" like the samples' flags'.
+    kind = serializers.CharField(read_only=True, help_text="`drift` or `quality`.")
+    acknowledged_by = serializers.CharField(
+        source="acknowledged_by.username", read_only=True, allow_null=True
+    )
+    drift_check = serializers.IntegerField(source="drift_check_id", read_only=True, allow_null=True)
+
+    class Meta:
+        model = Alert
+        fields = [
+            "id",
+            "kind",
+            "field",
+            "measure",
+            "value",
+            "threshold",
+            "sentence",
+            "window_start",
+            "window_end",
+            "drift_check",
+            "created_at",
+            "acknowledged_by",
+            "acknowledged_at",
+            "note",
+        ]
+        read_only_fields = fields
+
+
+class AlertAcknowledgeSerializer(serializers.Serializer):
+    note = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+
+
+class DriftCheckSerializer(serializers.ModelSerializer):
+    model_version = serializers.IntegerField(source="model_version.number", read_only=True)
+    results = serializers.ListField(
+        child=serializers.DictField(),
+        read_only=True,
+        help_text="One object per field and measure (ml.drift results, with `kind`: numeric, "
+        "categorical, text, prediction or label); a field that could not be measured has "
+        "`error` instead of numbers.",
+    )
+
+    class Meta:
+        model = DriftCheck
+        fields = [
+            "id",
+            "model_version",
+            "window_start",
+            "window_end",
+            "n_current",
+            "n_reference",
+            "results",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class MonitoringSettingsSerializer(serializers.Serializer):
+    """Every field optional on PATCH; null switches a threshold off."""
+
+    psi_threshold = serializers.FloatField(required=False, allow_null=True)
+    share_points = serializers.FloatField(required=False, allow_null=True)
+    oov_increase = serializers.FloatField(required=False, allow_null=True)
+    centroid_distance = serializers.FloatField(required=False, allow_null=True)
+    email_alerts = serializers.BooleanField(required=False)
+    surfacing_budget = serializers.IntegerField(required=False)
+    surfacing_mix = serializers.DictField(
+        child=serializers.FloatField(),
+        required=False,
+        help_text="{strategy: share}; empty for the default mix.",
+    )
+    surfacing_every_hours = serializers.IntegerField(required=False, allow_null=True)
+
+
+class ProblemSerializer(serializers.Serializer):
+    message = serializers.CharField()
+    field = serializers.CharField(allow_null=True)
+
+
+def _settings_body(row):
+    return {name: getattr(row, name) for name in MonitoringSettingsSerializer().fields}
+
+
+@extend_schema(
+    summary="The project's drift alerts, open ones first",
+    parameters=[
+        PROJECT_PARAM,
+        OpenApiParameter(
+            "open", bool, OpenApiParameter.QUERY, description="true: only unacknowledged alerts."
+        ),
+    ],
+    responses=AlertSerializer(many=True),
+)
+@api_view(["GET"])
+def alert_list_api(request, project_pk):
+    project = get_project_for_user(request.user, project_pk, capability=Capability.VIEW)
+    alerts = Alert.objects.filter(project=project).select_related("acknowledged_by")
+    if request.query_params.get("open") == "true":
+        alerts = alerts.filter(acknowledged_at__isnull=True)
+    alerts = alerts.order_by("-acknowledged_at", "-window_end", "id")[:500]
+    # Open alerts (no acknowledged_at) first: PostgreSQL sorts NULLs first when
+    # descending, SQLite last, so the order is settled here.
+    alerts = sorted(alerts, key=lambda a: a.acknowledged_at is not None)
+    return Response(AlertSerializer(alerts, many=True).data)
+
+
+@extend_schema(
+    summary="Acknowledge an alert (data scientists, product managers, owners)",
+    parameters=[PROJECT_PARAM, OpenApiParameter("pk", int, OpenApiParameter.PATH)],
+    request=AlertAcknowledgeSerializer,
+    responses={200: AlertSerializer, 400: ProblemSerializer, 404: ProblemSerializer},
+)
+@api_view(["POST"])
+def alert_acknowledge_api(request, project_pk, pk):
+    project = get_project_for_user(request.user, project_pk, capability=Capability.VIEW)
+    if not (role_can(project.role, Capability.TRAIN) or role_can(project.role, Capability.DECIDE)):
+        raise PermissionDenied(
+            f"Your role ({project.role_label}) may not acknowledge alerts in this project."
+        )
+    alert = Alert.objects.filter(project=project, pk=pk).first()
+    if alert is None:
+        return Response({"message": "No such alert.", "field": None}, status=404)
+    alert.project = project
+    form = AlertAcknowledgeSerializer(data=request.data)
+    form.is_valid(raise_exception=True)
+    try:
+        alert_acknowledge(alert=alert, by=request.user, note=form.validated_data.get("note", ""))
+    except AlertError as error:
+        return Response({"message": error.message, "field": error.field}, status=400)
+    return Response(AlertSerializer(alert).data)
+
+
+@extend_schema(
+    summary="Drift checks of the project, newest first (at most 100)",
+    parameters=[
+        PROJECT_PARAM,
+        OpenApiParameter(
+            "version", int, OpenApiParameter.QUERY, description="Only this model version number."
+        ),
+    ],
+    responses=DriftCheckSerializer(many=True),
+)
+@api_view(["GET"])
+def drift_check_list_api(request, project_pk):
+    project = get_project_for_user(request.user, project_pk, capability=Capability.VIEW)
+    checks = DriftCheck.objects.filter(project=project).select_related("model_version")
+    version = request.query_params.get("version")
+    if version is not None:
+        if not version.isdigit():
+            return Response(
+                {"message": f"version: {version!r} is not a version number.", "field": "version"},
+                status=400,
+            )
+        checks = checks.filter(model_version__number=int(version))
+    checks = checks.order_by("-window_start", "-id")[:100]
+    return Response(DriftCheckSerializer(checks, many=True).data)
+
+
+@extend_schema(
+    methods=["GET"],
+    summary="The project's drift thresholds and surfacing plan",
+    parameters=[PROJECT_PARAM],
+    responses=MonitoringSettingsSerializer,
+)
+@extend_schema(
+    methods=["PATCH"],
+    summary="Change some monitoring settings (data scientists and owners; all-or-nothing)",
+    parameters=[PROJECT_PARAM],
+    request=MonitoringSettingsSerializer,
+    responses={200: MonitoringSettingsSerializer, 400: ProblemSerializer},
+)
+@api_view(["GET", "PATCH"])
+def monitoring_settings_api(request, project_pk):
+    if request.method == "GET":
+        project = get_project_for_user(request.user, project_pk, capability=Capability.VIEW)
+        return Response(_settings_body(monitoring_settings_get(project)))
+    project = get_project_for_user(request.user, project_pk, capability=Capability.TRAIN)
+    if not isinstance(request.data, dict):
+        return Response({"message": "Send a JSON object of settings.", "field": None}, status=400)
+    try:
+        # The service checks types and ranges itself: one set of messages
+        # (naming the field) for the page and the API.
+        row = monitoring_settings_update(
+            project=project, by=request.user, changes=dict(request.data)
+        )
+    except SettingsError as error:
+        return Response({"message": error.message, "field": error.field}, status=400)
+    return Response(_settings_body(row))

@@ -167,3 +167,44 @@ def test_the_task_checks_every_project_with_logs_in_the_window(drift_project):  
         window_end=(WINDOW_END + timedelta(days=1)).isoformat(),
     )
     assert empty == {"checks": []}
+
+
+API = "/api/v1/projects/{}/"
+
+
+def test_the_api_lists_alerts_open_first_and_acknowledges(alerted, team):
+    project, _ = alerted
+    amount = Alert.objects.get(project=project, field="amount", measure="psi")
+    Alert.objects.filter(field="channel", measure="psi").update(acknowledged_at=WINDOW_END)
+    listed = team.client("expert").get(API.format(project.pk) + "alerts/").json()
+    assert listed[-1]["field"] == "channel" and listed[-1]["acknowledged_at"] is not None
+    assert all(a["acknowledged_at"] is None for a in listed[:-1])
+    open_only = team.client("expert").get(API.format(project.pk) + "alerts/?open=true").json()
+    assert len(open_only) == len(listed) - 1
+    url = API.format(project.pk) + f"alerts/{amount.pk}/acknowledge/"
+    assert team.client("expert").post(url, {"note": "x"}).status_code == 403
+    assert team.client(team.outsider).post(url, {"note": "x"}).status_code == 404
+    response = team.client("product_manager").post(
+        url, {"note": "seen"}, content_type="application/json"
+    )
+    assert response.status_code == 200
+    assert response.json()["acknowledged_by"] == "product_manager"
+    again = team.client("owner").post(url, {}, content_type="application/json")
+    assert again.status_code == 400 and again.json()["field"] == "alert"
+    assert AuditEvent.objects.filter(action="alert.acknowledge").count() == 1
+
+
+def test_the_api_lists_drift_checks(alerted, team):
+    project, _ = alerted
+    response = team.client("expert").get(API.format(project.pk) + "drift-checks/")
+    [check] = response.json()
+    assert check["model_version"] == 1 and check["n_current"] == 400
+    assert {r["kind"] for r in check["results"]} == {"numeric", "categorical", "text", "prediction"}
+    assert (
+        team.client("expert").get(API.format(project.pk) + "drift-checks/?version=2").json() == []
+    )
+    bad = team.client("expert").get(API.format(project.pk) + "drift-checks/?version=two")
+    assert bad.status_code == 400 and bad.json()["field"] == "version"
+    assert (
+        team.client(team.outsider).get(API.format(project.pk) + "drift-checks/").status_code == 404
+    )

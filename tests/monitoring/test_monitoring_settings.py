@@ -103,3 +103,45 @@ def test_the_service_refuses_unknown_strategies_and_settings(team):
     assert error.value.field == "email_alerts"
     # Checked before anything is written: not even the default row was created.
     assert not MonitoringSettings.objects.filter(project=team.project).exists()
+
+
+API = "/api/v1/projects/{}/monitoring-settings/"
+
+
+def test_the_api_reads_and_patches_the_settings(team):
+    url = API.format(team.project.pk)
+    body = team.client("expert").get(url).json()
+    assert body["psi_threshold"] == 0.25 and body["surfacing_mix"] == {}
+    response = team.client("data_scientist").patch(
+        url, {"share_points": 0.1, "surfacing_mix": {"random": 1}}, content_type="application/json"
+    )
+    assert response.status_code == 200
+    assert response.json()["share_points"] == 0.1
+    assert response.json()["surfacing_mix"] == {"random": 1.0}
+    assert response.json()["psi_threshold"] == 0.25  # untouched
+    refused = team.client("product_manager").patch(
+        url, {"share_points": 0.2}, content_type="application/json"
+    )
+    assert refused.status_code == 403
+    assert team.client(team.outsider).get(url).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"psi_threshold": "high"}, "psi_threshold"),
+        ({"oov_increase": 2}, "oov_increase"),
+        ({"surfacing_budget": 2.5}, "surfacing_budget"),
+        ({"surfacing_mix": {"random": -1}}, "surfacing_mix"),
+        ({"surfacing_mix": ["random"]}, "surfacing_mix"),
+        ({"share_points": 0.1, "surfacing_mix": {"guess": 1}}, "surfacing_mix"),
+    ],
+)
+def test_the_api_refuses_bad_settings_naming_the_field(team, body, field):
+    response = team.client("owner").patch(
+        API.format(team.project.pk), body, content_type="application/json"
+    )
+    assert response.status_code == 400
+    assert response.json()["field"] == field and field in response.json()["message"]
+    row = MonitoringSettings.objects.filter(project=team.project).first()
+    assert row is None or row.share_points == 0.05  # nothing half-done
