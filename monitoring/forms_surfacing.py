@@ -34,11 +34,8 @@ class SurfaceNowForm(forms.Form):
             )
 
     def mix(self):
-        return {
-            name: self.cleaned_data.get(f"mix_{name}") or 0.0
-            for name in MIX_STRATEGIES
-            if self.cleaned_data.get(f"mix_{name}")
-        }
+        # Every share, blanks as 0: all zeros is an error, not "the default mix".
+        return {name: self.cleaned_data.get(f"mix_{name}") or 0.0 for name in MIX_STRATEGIES}
 
 
 class StrategyPriorityForm(forms.Form):

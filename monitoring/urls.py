@@ -18,6 +18,23 @@ urlpatterns = [
         views.prediction_upload,
         name="prediction_upload",
     ),
+    path("projects/<int:project_pk>/surfacing/", views.surface_now, name="surface_now"),
+    path(
+        "projects/<int:project_pk>/surfacing/<int:pk>/",
+        views.surfacing_run_detail,
+        name="surfacing_run",
+    ),
+    path("projects/<int:project_pk>/queue/", views.queue_overview, name="queue"),
+    path(
+        "projects/<int:project_pk>/queue/strategy/",
+        views.queue_strategy_priority,
+        name="queue_strategy_priority",
+    ),
+    path(
+        "projects/<int:project_pk>/queue/items/<int:pk>/priority/",
+        views.queue_item_priority,
+        name="queue_item_priority",
+    ),
     path("projects/<int:project_pk>/monitoring/alerts/", views.alert_list, name="alert_list"),
     path(
         "projects/<int:project_pk>/monitoring/alerts/<int:pk>/acknowledge/",

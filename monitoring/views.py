@@ -1,12 +1,16 @@
 """Pages for data scientists and owners: the project's API keys for machine
 clients, and a file upload of prediction logs (the API's bulk path, by hand)."""
 
+from datetime import timedelta
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
-from django.http import Http404
+from django.db.models import Count, Max, Min
+from django.http import Http404, HttpResponseBadRequest
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import pluralize
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -92,6 +96,164 @@ def prediction_upload(request, project_pk):
     return render(
         request, "monitoring/prediction_upload.html", context, status=400 if error else 200
     )
+
+
+# --- Surfacing and the queue ------------------------------------------------------------
+
+QUEUE_TOP = 50
+# How far one "up" / "down" moves a strategy's items: surfaced priorities
+# lie in (0, 1.5), so one step puts a whole strategy ahead of (or behind)
+# everything that was not moved.
+PRIORITY_STEP = 1.0
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def surface_now(request, project_pk):
+    """A data scientist's "surface now": budget and mix, queued to a worker."""
+    from .forms_surfacing import SurfaceNowForm
+    from .models import SurfacingRun
+    from .services.surfacing import (
+        SurfacingError,
+        production_version,
+        surfacing_request,
+        surfacing_settings,
+    )
+
+    project = get_project_for_user(request.user, project_pk, capability=Capability.TRAIN)
+    config = surfacing_settings(project)
+    initial = {"budget": config.surfacing_budget, "since_days": 7}
+    form = SurfaceNowForm(request.POST or None, initial=initial, mix=config.surfacing_mix)
+    if request.method == "POST" and form.is_valid():
+        since = timezone.now() - timedelta(days=form.cleaned_data["since_days"])
+        try:
+            run = surfacing_request(
+                project=project,
+                by=request.user,
+                budget=form.cleaned_data["budget"],
+                mix=form.mix(),
+                since=since,
+            )
+        except SurfacingError as error:
+            form.add_error("budget" if error.field == "budget" else None, error.message)
+        else:
+            return redirect("monitoring:surfacing_run", project_pk=project.pk, pk=run.pk)
+    runs = SurfacingRun.objects.filter(project=project).select_related(
+        "model_version", "requested_by"
+    )[:20]
+    context = {
+        "project": project,
+        "form": form,
+        "runs": runs,
+        "production": production_version(project),
+    }
+    return render(
+        request,
+        "monitoring/surface_now.html",
+        context,
+        status=400 if request.method == "POST" else 200,
+    )
+
+
+@login_required
+@require_GET
+def surfacing_run_detail(request, project_pk, pk):
+    """A run's state (polled by htmx while it works) and what it surfaced."""
+    from .models import SurfacingRun
+
+    project = get_project_for_user(request.user, project_pk, capability=Capability.TRAIN)
+    run = (
+        SurfacingRun.objects.filter(project=project, pk=pk)
+        .select_related("model_version", "requested_by")
+        .first()
+    )
+    if run is None:
+        raise Http404("No such surfacing run.")
+    surfaced = run.surfaced.select_related("sample", "prediction_log").order_by("-score")
+    surfaced = list(surfaced[:200]) if run.state == SurfacingRun.State.SUCCEEDED else []
+    context = {"project": project, "run": run, "surfaced": surfaced}
+    template = (
+        "monitoring/partials/surfacing_run.html"
+        if request.htmx
+        else "monitoring/surfacing_run.html"
+    )
+    return render(request, template, context)
+
+
+def _queue_context(project):
+    from labelling.models import QueueItem
+
+    from .forms_surfacing import STRATEGY_HELP
+
+    open_items = QueueItem.objects.filter(project=project, state=QueueItem.State.OPEN)
+    rows = list(
+        open_items.values("strategy")
+        .annotate(n=Count("id"), top=Max("priority"), low=Min("priority"))
+        .order_by("-n", "strategy")
+    )
+    total = sum(r["n"] for r in rows)
+    for row in rows:
+        row["share"] = row["n"] / total if total else 0
+        row["help"] = STRATEGY_HELP.get(row["strategy"], "")
+    items = list(open_items.select_related("sample").order_by("-priority", "id")[:QUEUE_TOP])
+    return {"project": project, "mix": rows, "total": total, "items": items}
+
+
+@login_required
+@require_GET
+def queue_overview(request, project_pk):
+    """The open labelling queue: its mix by strategy and the items next in line."""
+    project = get_project_for_user(request.user, project_pk, capability=Capability.VIEW)
+    context = _queue_context(project)
+    context["can_reprioritise"] = role_can(project.role, Capability.QUEUE)
+    return render(request, "monitoring/queue.html", context)
+
+
+@login_required
+@require_POST
+def queue_strategy_priority(request, project_pk):
+    from labelling.services.queue import queue_strategy_reprioritise
+
+    from .forms_surfacing import StrategyPriorityForm
+
+    project = get_project_for_user(request.user, project_pk, capability=Capability.QUEUE)
+    form = StrategyPriorityForm(request.POST)
+    if not form.is_valid():
+        return HttpResponseBadRequest("strategy and direction (up or down) are required.")
+    strategy = form.cleaned_data["strategy"]
+    delta = PRIORITY_STEP if form.cleaned_data["direction"] == "up" else -PRIORITY_STEP
+    moved = queue_strategy_reprioritise(
+        project=project, strategy=strategy, delta=delta, by=request.user
+    )
+    if moved:
+        where = "up" if delta > 0 else "down"
+        messages.success(request, f"{moved} “{strategy}” item{pluralize(moved)} moved {where}.")
+    else:
+        messages.error(request, f"No open item has the strategy “{strategy}”.")
+    return redirect("monitoring:queue", project_pk=project.pk)
+
+
+@login_required
+@require_POST
+def queue_item_priority(request, project_pk, pk):
+    from labelling.models import QueueItem
+    from labelling.services.queue import queue_item_update
+
+    from .forms_surfacing import ItemPriorityForm
+
+    project = get_project_for_user(request.user, project_pk, capability=Capability.QUEUE)
+    item = QueueItem.objects.filter(project=project, pk=pk, state=QueueItem.State.OPEN).first()
+    if item is None:
+        raise Http404("No such open queue item.")
+    form = ItemPriorityForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"Priority: {' '.join(form.errors.get('priority', []))}")
+        return redirect("monitoring:queue", project_pk=project.pk)
+    queue_item_update(item=item, by=request.user, priority=form.cleaned_data["priority"])
+    messages.success(
+        request, f"{item.sample.external_id} now has priority {form.cleaned_data['priority']:g}."
+    )
+    return redirect("monitoring:queue", project_pk=project.pk)
 
 
 # --- Drift alerts and the monitoring settings -------------------------------------------

@@ -119,7 +119,7 @@ def mix_parse(raw) -> dict:
         mix[name] = value
     if sum(mix.values()) <= 0:
         raise SurfacingError("At least one strategy needs a share above 0.", field="mix")
-    return mix
+    return {name: share for name, share in mix.items() if share > 0}
 
 
 def surfacing_request(*, project, by, budget=None, mix=None, since=None, queue=True):

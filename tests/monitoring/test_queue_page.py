@@ -1,0 +1,215 @@
+# ruff: noqa: F811 (pytest fixtures imported from surfacing_fixtures)
+"""The queue page and "surface now": who may see and change what, the mix
+and reasons shown (escaped), and reprioritising through the labelling service."""
+
+from unittest import mock
+
+import pytest
+from django.test import Client
+
+from labelling.models import QueueItem
+from labelling.services.queue import queue_add
+from leanml_site.models import AuditEvent
+from monitoring.models import SurfacingRun
+from monitoring.services.surfacing import surfacing_request, surfacing_run
+from tests.iterations.conftest import add_samples
+
+from .surfacing_fixtures import crew, media, production, reviews  # noqa: F401
+
+HOSTILE = '<script>alert("x")</script> & <b>bold</b>'
+
+
+def client(crew, who):
+    c = Client()
+    c.force_login(crew.users[who])
+    return c
+
+
+@pytest.fixture
+def queued(production):
+    """A surfaced run in the queue, plus one imported item whose reason and
+    data carry markup."""
+    p = production
+    request = surfacing_request(project=p.project, by=None, budget=12, queue=False)
+    surfacing_run(run_id=request.pk)
+    [sample] = add_samples(
+        p.project, p.crew.classes, [("hostile-1", {"review": HOSTILE, "product": "B0"}, None)]
+    )
+    queue_add(project=p.project, sample_ids=[sample.pk], priority=0.9, reason=HOSTILE)
+    return p
+
+
+def test_queue_page_shows_the_mix_and_reasons_escaped(queued):
+    response = client(queued.crew, "expert").get(f"/projects/{queued.project.pk}/queue/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert HOSTILE not in html and "<script>alert" not in html
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in html
+    mix = {row["strategy"]: row["n"] for row in response.context["mix"]}
+    # 12 surfaced in DEFAULT_MIX proportions (uncertainty first) and the imported one.
+    assert set(mix) <= {"uncertainty", "disagreement", "novelty", "feedback", "random", "imported"}
+    assert max(mix, key=mix.get) == "uncertainty"
+    assert sum(mix.values()) == 13 == response.context["total"]
+    assert mix["imported"] == 1
+    # The next in line are the highest priorities, each with its reason.
+    items = response.context["items"]
+    assert [i.priority for i in items] == sorted((i.priority for i in items), reverse=True)
+    for item in items:
+        assert item.reason and (f"<td>{item.reason}</td>" in html or item.reason == HOSTILE)
+    # An expert sees the page but no reprioritising controls.
+    assert "Move uncertainty up" not in html and 'name="priority"' not in html
+
+
+def test_data_scientist_moves_a_strategy_and_an_item(queued):
+    p = queued
+    c = client(p.crew, "data_scientist")
+    page = c.get(f"/projects/{p.project.pk}/queue/").content.decode()
+    assert "Move random up" in page and 'name="priority"' in page
+    before = dict(
+        QueueItem.objects.filter(project=p.project, strategy="random").values_list("id", "priority")
+    )
+    others = dict(
+        QueueItem.objects.filter(project=p.project)
+        .exclude(strategy="random")
+        .values_list("id", "priority")
+    )
+    response = c.post(
+        f"/projects/{p.project.pk}/queue/strategy/", {"strategy": "random", "direction": "up"}
+    )
+    assert response.status_code == 302
+    after = dict(
+        QueueItem.objects.filter(project=p.project, strategy="random").values_list("id", "priority")
+    )
+    assert after == {k: pytest.approx(v + 1.0) for k, v in before.items()}
+    assert others == dict(
+        QueueItem.objects.filter(project=p.project)
+        .exclude(strategy="random")
+        .values_list("id", "priority")
+    )
+    assert AuditEvent.objects.filter(
+        action="queue.reprioritise", actor=p.crew.users["data_scientist"]
+    ).exists()
+    # The random items now come first.
+    top = c.get(f"/projects/{p.project.pk}/queue/").context["items"][0]
+    assert top.strategy == "random"
+
+    item = QueueItem.objects.filter(project=p.project, strategy="uncertainty").first()
+    response = c.post(
+        f"/projects/{p.project.pk}/queue/items/{item.pk}/priority/", {"priority": "7.5"}
+    )
+    assert response.status_code == 302
+    item.refresh_from_db()
+    assert item.priority == 7.5
+    # Not a number: nothing changes, and the message says what was wrong.
+    response = c.post(
+        f"/projects/{p.project.pk}/queue/items/{item.pk}/priority/",
+        {"priority": "soon"},
+        follow=True,
+    )
+    item.refresh_from_db()
+    assert item.priority == 7.5
+    assert "Priority: Enter a number." in response.content.decode()
+
+
+def test_unknown_strategy_or_direction_changes_nothing(queued):
+    p = queued
+    c = client(p.crew, "owner")
+    snapshot = list(QueueItem.objects.order_by("id").values_list("priority", flat=True))
+    response = c.post(
+        f"/projects/{p.project.pk}/queue/strategy/",
+        {"strategy": "hunch", "direction": "up"},
+        follow=True,
+    )
+    assert "No open item has the strategy “hunch”." in response.content.decode()
+    response = c.post(
+        f"/projects/{p.project.pk}/queue/strategy/", {"strategy": "random", "direction": "sideways"}
+    )
+    assert response.status_code == 400
+    assert snapshot == list(QueueItem.objects.order_by("id").values_list("priority", flat=True))
+
+
+@pytest.mark.parametrize("who", ["expert", "product_manager"])
+def test_only_data_scientists_and_owners_reprioritise(queued, who):
+    p = queued
+    item = QueueItem.objects.filter(project=p.project).first()
+    c = client(p.crew, who)
+    snapshot = list(QueueItem.objects.order_by("id").values_list("priority", flat=True))
+    assert (
+        c.post(
+            f"/projects/{p.project.pk}/queue/strategy/", {"strategy": "random", "direction": "up"}
+        ).status_code
+        == 403
+    )
+    assert (
+        c.post(
+            f"/projects/{p.project.pk}/queue/items/{item.pk}/priority/", {"priority": "9"}
+        ).status_code
+        == 403
+    )
+    assert c.get(f"/projects/{p.project.pk}/surfacing/").status_code == 403
+    assert c.post(f"/projects/{p.project.pk}/surfacing/", {"budget": 5}).status_code == 403
+    assert snapshot == list(QueueItem.objects.order_by("id").values_list("priority", flat=True))
+    assert not SurfacingRun.objects.filter(requested_by=p.crew.users[who]).exists()
+
+
+def test_outsider_gets_404_everywhere(queued):
+    p = queued
+    c = client(p.crew, "outsider")
+    item = QueueItem.objects.filter(project=p.project).first()
+    run = SurfacingRun.objects.filter(project=p.project).first()
+    base = f"/projects/{p.project.pk}"
+    assert c.get(f"{base}/queue/").status_code == 404
+    assert (
+        c.post(f"{base}/queue/strategy/", {"strategy": "random", "direction": "up"}).status_code
+        == 404
+    )
+    assert c.post(f"{base}/queue/items/{item.pk}/priority/", {"priority": "9"}).status_code == 404
+    assert c.get(f"{base}/surfacing/").status_code == 404
+    assert c.get(f"{base}/surfacing/{run.pk}/").status_code == 404
+
+
+def test_surface_now_queues_a_run_and_shows_its_result(
+    production, django_capture_on_commit_callbacks
+):
+    p = production
+    c = client(p.crew, "data_scientist")
+    base = f"/projects/{p.project.pk}/surfacing/"
+    form = {"budget": 6, "since_days": 7, "mix_uncertainty": 1, "mix_random": 1}
+    with (
+        mock.patch("monitoring.tasks.surfacing_run_task.delay") as delay,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        response = c.post(base, form)
+    run = SurfacingRun.objects.get(project=p.project)
+    delay.assert_called_once_with(run.pk)
+    assert response.status_code == 302 and response["Location"] == f"{base}{run.pk}/"
+    assert (run.budget, run.mix, run.requested_by) == (
+        6,
+        {"uncertainty": 1.0, "random": 1.0},
+        p.crew.users["data_scientist"],
+    )
+    waiting = c.get(f"{base}{run.pk}/").content.decode()
+    assert "Queued" in waiting and 'hx-trigger="every 2s"' in waiting
+    surfacing_run(run_id=run.pk)  # what the worker does
+    page = c.get(f"{base}{run.pk}/", HTTP_HX_REQUEST="true")
+    html = page.content.decode()
+    assert page.templates[0].name == "monitoring/partials/surfacing_run.html"
+    assert "Succeeded" in html and "hx-trigger" not in html
+    assert html.count("<code>uncertainty</code>") >= 3 and "uncertain: " in html
+    assert "6 of 300 candidate logs surfaced" in html
+
+
+def test_surface_now_refuses_bad_input_naming_the_field(production):
+    p = production
+    c = client(p.crew, "owner")
+    base = f"/projects/{p.project.pk}/surfacing/"
+    response = c.post(base, {"budget": 0, "since_days": 7})
+    assert response.status_code == 400
+    assert "budget" in response.context["form"].errors
+    response = c.post(base, {"budget": 5, "since_days": 7, "mix_random": -1})
+    assert response.status_code == 400
+    assert "mix_random" in response.context["form"].errors
+    response = c.post(base, {"budget": 5, "since_days": 7, "mix_random": 0})
+    assert response.status_code == 400
+    assert "At least one strategy needs a share above 0." in response.content.decode()
+    assert not SurfacingRun.objects.exists()
