@@ -20,3 +20,9 @@ def test_automatic_retraining_is_checked_every_few_minutes():
     entry = settings.CELERY_BEAT_SCHEDULE["auto-retrain-check"]
     assert entry["task"] == "iterations.auto_retrain_check"
     assert 60 <= entry["schedule"] <= 600
+
+
+def test_drift_is_checked_daily():
+    entry = settings.CELERY_BEAT_SCHEDULE["drift-check"]
+    assert entry["task"] == "monitoring.drift_check"
+    assert entry["schedule"] == 24 * 3600

@@ -140,6 +140,7 @@ def _url_kwargs(keys):
         "it": "pk",
         "tj": "job_pk",
         "key": "pk",
+        "alert": "pk",
     }
     return [names[k] for k in keys]
 
@@ -390,3 +391,77 @@ def test_monitoring_page_access(team, monitoring_world, who, method, name, keys,
 @pytest.mark.parametrize(("method", "path", "capability", "data"), MONITORING_API)
 def test_monitoring_api_access(team, monitoring_world, who, method, path, capability, data):
     test_api_access(team, monitoring_world, who, method, path, capability, data)
+
+
+# --- monitoring: drift alerts and the monitoring settings ------------------------------
+DRIFT_PAGES = [
+    ("get", "monitoring:alert_list", ["p"], V, None),
+    ("post", "monitoring:drift_check_now", ["p"], T, {}),
+    ("get", "monitoring:settings", ["p"], V, None),
+    ("post", "monitoring:settings", ["p"], T, {}),
+]
+DRIFT_API = [
+    ("get", f"{_P}/alerts/", V, None),
+    ("get", f"{_P}/drift-checks/", V, None),
+    ("get", f"{_P}/monitoring-settings/", V, None),
+    ("patch", f"{_P}/monitoring-settings/", T, {"share_points": 0.1}),
+]
+
+
+@pytest.fixture
+def alert_world(team, world):
+    from datetime import UTC, datetime
+
+    from monitoring.models import Alert
+
+    when = datetime(2026, 3, 1, tzinfo=UTC)
+    alert = Alert.objects.create(
+        project=team.project,
+        kind="drift",
+        field="amount",
+        measure="psi",
+        value=0.4,
+        threshold=0.25,
+        sentence="amount moved",
+        window_start=when,
+        window_end=when,
+    )
+    return {**world, "alert": alert.pk}
+
+
+@pytest.mark.parametrize("who", [*ROLES, "outsider", "anonymous"])
+@pytest.mark.parametrize(("method", "name", "keys", "capability", "data"), DRIFT_PAGES)
+def test_drift_page_access(team, alert_world, who, method, name, keys, capability, data):
+    test_page_access(team, alert_world, who, method, name, keys, capability, data)
+
+
+@pytest.mark.parametrize("who", [*ROLES, "outsider", "anonymous"])
+@pytest.mark.parametrize(("method", "path", "capability", "data"), DRIFT_API)
+def test_drift_api_access(team, alert_world, who, method, path, capability, data):
+    test_api_access(team, alert_world, who, method, path, capability, data)
+
+
+@pytest.mark.parametrize("who", [*ROLES, "outsider", "anonymous"])
+@pytest.mark.parametrize("api", [False, True])
+def test_alert_acknowledge_access(team, alert_world, who, api):
+    """Acknowledging is for those who train or decide: data scientists, product managers, owners."""
+    from django.test import Client
+
+    client = (
+        Client() if who == "anonymous" else team.client(team.outsider if who == "outsider" else who)
+    )
+    if api:
+        url = f"/api/v1/projects/{alert_world['p']}/alerts/{alert_world['alert']}/acknowledge/"
+        response = client.post(url, {"note": "seen"}, content_type="application/json")
+    else:
+        response = _page_request(
+            client, "post", "monitoring:alert_acknowledge", ["p", "alert"], {}, alert_world
+        )
+    if who == "anonymous":
+        assert response.status_code in ((401, 403) if api else (302,))
+    elif who == "outsider":
+        assert response.status_code == 404
+    elif who in CAPABILITIES[Capability.TRAIN] | CAPABILITIES[Capability.DECIDE]:
+        _expect_allowed(response)
+    else:
+        assert response.status_code == 403
