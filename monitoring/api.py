@@ -519,3 +519,75 @@ def monitoring_settings_api(request, project_pk):
     except SettingsError as error:
         return Response({"message": error.message, "field": error.field}, status=400)
     return Response(_settings_body(row))
+
+
+# --- Surfacing runs ---------------------------------------------------------------------
+
+
+class SurfacingRunSerializer(serializers.Serializer):
+    id = serializers.IntegerField(read_only=True)
+    state = serializers.CharField(read_only=True, help_text="queued, running, succeeded, failed.")
+    model_version = serializers.IntegerField(
+        source="model_version.number", read_only=True, allow_null=True
+    )
+    budget = serializers.IntegerField(read_only=True)
+    mix = serializers.DictField(child=serializers.FloatField(), read_only=True)
+    since = serializers.DateTimeField(read_only=True)
+    counts = serializers.DictField(
+        child=serializers.IntegerField(), read_only=True, help_text="Samples surfaced per strategy."
+    )
+    candidates = serializers.IntegerField(read_only=True)
+    message = serializers.CharField(read_only=True)
+    requested_by = serializers.CharField(
+        source="requested_by.username", read_only=True, allow_null=True
+    )
+    created_at = serializers.DateTimeField(read_only=True)
+    finished_at = serializers.DateTimeField(read_only=True, allow_null=True)
+
+
+class SurfacingRequestSerializer(serializers.Serializer):
+    budget = serializers.IntegerField(
+        required=False, help_text="Samples to surface (default: the project's setting)."
+    )
+    mix = serializers.DictField(
+        child=serializers.FloatField(),
+        required=False,
+        help_text="Share per strategy (uncertainty, disagreement, novelty, feedback, random); "
+        "default: the project's setting.",
+    )
+    since = serializers.DateTimeField(
+        required=False, help_text="Logs from this time on (default: the last 7 days)."
+    )
+
+
+@extend_schema(
+    methods=["GET"],
+    summary="The project's surfacing runs, newest first (at most 50)",
+    parameters=[PROJECT_PARAM],
+    responses=SurfacingRunSerializer(many=True),
+)
+@extend_schema(
+    methods=["POST"],
+    summary="Surface now: queue a run that fills the labelling queue (data scientists, owners)",
+    parameters=[PROJECT_PARAM],
+    request=SurfacingRequestSerializer,
+    responses={202: SurfacingRunSerializer, 400: ProblemSerializer},
+)
+@api_view(["GET", "POST"])
+def surfacing_runs_api(request, project_pk):
+    from .models import SurfacingRun
+    from .services.surfacing import SurfacingError, surfacing_request
+
+    project = get_project_for_user(request.user, project_pk, capability=Capability.TRAIN)
+    if request.method == "GET":
+        runs = SurfacingRun.objects.filter(project=project).select_related(
+            "model_version", "requested_by"
+        )
+        return Response(SurfacingRunSerializer(runs.order_by("-id")[:50], many=True).data)
+    form = SurfacingRequestSerializer(data=request.data)
+    form.is_valid(raise_exception=True)
+    try:
+        run = surfacing_request(project=project, by=request.user, **form.validated_data)
+    except SurfacingError as error:
+        return Response({"message": error.message, "field": error.field}, status=400)
+    return Response(SurfacingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)

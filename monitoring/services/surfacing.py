@@ -217,8 +217,9 @@ def surfacing_run(*, run_id) -> SurfacingRun:
     run = SurfacingRun.objects.select_related("project", "model_version", "requested_by").get(
         pk=run_id
     )
+    timings = {}
     try:
-        _surface(run)
+        timings = _surface(run)
     except Exception as error:  # noqa: BLE001 (any failure is the run's result, with why)
         logger.exception("Surfacing run %s failed", run_id)
         message = (
@@ -237,6 +238,7 @@ def surfacing_run(*, run_id) -> SurfacingRun:
             after={"message": message[:255]},
         )
     run.refresh_from_db()
+    run.timings = timings  # seconds per phase, for the log and the benchmark (not stored)
     return run
 
 
@@ -497,7 +499,10 @@ def _surface(run):
     position = {int(log_id): k for k, log_id in enumerate(pool_ids.tolist())}
     _write(run, picks, position, datas, hashes, external_ids, pool_ids, len(ids), notes)
     timings["total_s"] = time.perf_counter() - started
-    logger.info("Surfacing run %s: %s", run.pk, {k: round(v, 2) for k, v in timings.items()})
+    timings = {k: round(v, 3) for k, v in timings.items()}
+    timings["pool"] = len(pool_ids)
+    logger.info("Surfacing run %s: %s", run.pk, timings)
+    return timings
 
 
 def _write(run, picks, position, datas, hashes, external_ids, pool_ids, n_candidates, notes):

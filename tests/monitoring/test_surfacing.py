@@ -201,3 +201,43 @@ def test_schedule_starts_due_projects_once(production):
     assert [(r.project_id, r.budget, r.mix) for r in runs] == [(p.project.pk, 7, {"random": 1.0})]
     assert surfacing_due() == []  # one was created within the last 6 hours
     assert surfacing_due(now=timezone.now() + timedelta(hours=7))  # due again later
+
+
+def test_api_surface_now_and_list(production, django_capture_on_commit_callbacks):
+    import json
+
+    from django.test import Client
+
+    p = production
+    url = f"/api/v1/projects/{p.project.pk}/surfacing-runs/"
+    ds = Client()
+    ds.force_login(p.crew.users["data_scientist"])
+    body = {"budget": 9, "mix": {"uncertainty": 2, "random": 1}}
+    with (
+        mock.patch("monitoring.tasks.surfacing_run_task.delay") as delay,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        response = ds.post(url, json.dumps(body), content_type="application/json")
+    assert response.status_code == 202, response.content
+    created = response.json()
+    delay.assert_called_once_with(created["id"])
+    assert created["state"] == "queued" and created["budget"] == 9
+    assert created["mix"] == {"uncertainty": 2.0, "random": 1.0}
+    assert created["model_version"] == p.version.number
+    surfacing_run(run_id=created["id"])
+    [listed] = ds.get(url).json()
+    assert listed["state"] == "succeeded"
+    assert listed["counts"] == {"uncertainty": 6, "random": 3}
+    assert listed["requested_by"] == "r-data_scientist"
+    # Bad input names the field; nothing is created.
+    bad = ds.post(url, json.dumps({"mix": {"hunch": 1}}), content_type="application/json")
+    assert bad.status_code == 400 and bad.json()["field"] == "mix"
+    assert "hunch" in bad.json()["message"]
+    assert SurfacingRun.objects.count() == 1
+    # Experts and product managers may not; outsiders see nothing.
+    for who, code in (("expert", 403), ("product_manager", 403), ("outsider", 404)):
+        c = Client()
+        c.force_login(p.crew.users[who])
+        assert c.post(url, json.dumps(body), content_type="application/json").status_code == code
+        assert c.get(url).status_code == code
+    assert SurfacingRun.objects.count() == 1
