@@ -269,7 +269,9 @@ def _may_acknowledge(project):
 @require_GET
 def alert_list(request, project_pk):
     project = get_project_for_user(request.user, project_pk, capability=Capability.VIEW)
-    alerts = Alert.objects.filter(project=project).select_related("acknowledged_by")
+    alerts = Alert.objects.filter(project=project).select_related(
+        "acknowledged_by", "drift_check__model_version"
+    )
     context = {
         "project": project,
         "open_alerts": alerts.filter(acknowledged_at__isnull=True).order_by("-window_end", "id"),

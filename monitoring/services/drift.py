@@ -4,8 +4,10 @@ of the model version that served them (the numbers come from ``ml.drift``).
 Choices worth knowing:
 
 - Reference: the version's snapshot *training* rows, with each sample's data
-  as it was when snapshotted. Snapshots never change, so the reference frame
-  is kept in a small per-process cache keyed by snapshot id and content hash.
+  as it was when snapshotted; above ``MAX_REFERENCE`` rows a seeded (seed 0)
+  random subset of that size. Snapshots never change, so the reference frame
+  is kept in a small per-process cache keyed by the snapshot's id, content
+  hash and creation time.
 - Current: the window's logs of that version. Above ``MAX_CURRENT`` logs a
   uniform random subset of that size is read, seeded by the window's start,
   so re-running a check reads the same rows; the check stores how many it read.
@@ -40,6 +42,7 @@ from ..selectors import ground_truth_latest
 logger = logging.getLogger(__name__)
 
 MAX_CURRENT = 50_000
+MAX_REFERENCE = 50_000
 MIN_TRUTH = 30
 PREDICTION_FIELD = "predicted class vs training labels"
 LABEL_FIELD = "true class vs training labels"
@@ -71,11 +74,15 @@ def thresholds_for(settings_row: MonitoringSettings) -> ml_drift.Thresholds:
 
 
 def _reference(snapshot):
-    key = (snapshot.pk, snapshot.content_hash)
+    # The creation time too: a test database reuses ids after a rollback.
+    key = (snapshot.pk, snapshot.content_hash, snapshot.created_at)
     if key in _REFERENCE_CACHE:
         _REFERENCE_CACHE.move_to_end(key)
         return _REFERENCE_CACHE[key]
     frame, labels = snapshot_train_frame(snapshot)
+    if len(frame) > MAX_REFERENCE:
+        keep = np.sort(np.random.default_rng(0).choice(len(frame), MAX_REFERENCE, replace=False))
+        frame, labels = frame.iloc[keep], labels[keep]
     _REFERENCE_CACHE[key] = (frame, labels)
     while len(_REFERENCE_CACHE) > _REFERENCE_CACHE_SIZE:
         _REFERENCE_CACHE.popitem(last=False)

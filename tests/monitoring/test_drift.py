@@ -132,3 +132,15 @@ def test_drift_series_gives_each_measure_over_time_with_its_threshold(drift_proj
     assert all(p["version"] == 1 for s in series.values() for p in s["points"])
     assert drift_series(project, version=version) == list(series.values())
     assert drift_series(project.__class__.objects.exclude(pk=project.pk).first()) == []
+
+
+def test_it_samples_a_large_reference_reproducibly(drift_project, monkeypatch):  # noqa: F811
+    project, version = drift_project
+    add_logs(project, version, shifted=False)
+    monkeypatch.setattr(drift_service, "MAX_REFERENCE", 150)
+    monkeypatch.setattr(drift_service, "_REFERENCE_CACHE", drift_service.OrderedDict())
+    [a] = _check(project)
+    monkeypatch.setattr(drift_service, "_REFERENCE_CACHE", drift_service.OrderedDict())
+    [b] = _check(project)
+    assert a.n_reference == b.n_reference == 150
+    assert a.results == b.results
