@@ -102,6 +102,7 @@ def drift_series(project, version=None) -> list[dict]:
     "threshold", "points": [{"window_start", "window_end", "version",
     "value"}]}]``, ordered by field then measure, points by window. A field a
     check could not measure (no values on one side) has no point there.
+    A window checked more than once counts with its latest check.
     ``threshold`` is the project's current one (None: switched off); share
     changes are absolute (points as a fraction), OOV as the rise above the
     training texts' own rate, as the alerts read them."""
@@ -109,8 +110,12 @@ def drift_series(project, version=None) -> list[dict]:
     checks = DriftCheck.objects.filter(project=project).select_related("model_version")
     if version is not None:
         checks = checks.filter(model_version=version)
-    series = {}
+    # A window checked twice ("check now", then the daily run): its latest check.
+    latest = {}
     for check in checks.order_by("window_start", "id"):
+        latest[(check.model_version_id, check.window_start, check.window_end)] = check
+    series = {}
+    for check in latest.values():
         for result in check.results:
             if result.get("error"):
                 continue

@@ -10,6 +10,9 @@ is a new alert: a person said they saw the old one, not this one.
 
 from __future__ import annotations
 
+import logging
+import smtplib
+
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import transaction
@@ -21,6 +24,7 @@ from leanml_site.roles import Role
 from ..models import Alert, MonitoringSettings
 
 NOTE_MAX = 2000
+logger = logging.getLogger(__name__)
 
 
 class AlertError(Exception):
@@ -79,8 +83,17 @@ def alerts_raise(*, project, check, alerts, notify=True) -> tuple[list[Alert], l
     )
     if wants_mail:
         ids = [a.pk for a in new]
-        transaction.on_commit(lambda: alerts_email(project=project, alert_ids=ids))
+        transaction.on_commit(lambda: _email_or_log(project=project, alert_ids=ids))
     return new, refreshed
+
+
+def _email_or_log(*, project, alert_ids):
+    # The check and its alerts are stored by now and listed on the page; a
+    # mail server that is down must not turn the whole check into a failure.
+    try:
+        alerts_email(project=project, alert_ids=alert_ids)
+    except (OSError, smtplib.SMTPException):
+        logger.exception("could not e-mail drift alerts %s of project %s", alert_ids, project.pk)
 
 
 def alert_recipients(project) -> list[str]:

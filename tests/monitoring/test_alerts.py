@@ -208,3 +208,23 @@ def test_the_api_lists_drift_checks(alerted, team):
     assert (
         team.client(team.outsider).get(API.format(project.pk) + "drift-checks/").status_code == 404
     )
+
+
+def test_a_mail_server_that_is_down_leaves_the_check_and_its_alerts(
+    drift_project,  # noqa: F811
+    team,
+    django_capture_on_commit_callbacks,
+    caplog,
+):
+    project, version = drift_project
+    team.users["owner"].email = "owner@example.com"
+    team.users["owner"].save(update_fields=["email"])
+    MonitoringSettings.objects.create(project=project, email_alerts=True)
+    add_logs(project, version, shifted=True)
+    with (
+        mock.patch("monitoring.services.alerts.send_mail", side_effect=ConnectionRefusedError),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        [check] = drift_check(project=project, window_start=WINDOW_START, window_end=WINDOW_END)
+    assert Alert.objects.filter(drift_check=check).exists()
+    assert "could not e-mail drift alerts" in caplog.text

@@ -144,3 +144,14 @@ def test_it_samples_a_large_reference_reproducibly(drift_project, monkeypatch): 
     [b] = _check(project)
     assert a.n_reference == b.n_reference == 150
     assert a.results == b.results
+
+
+def test_drift_series_counts_a_window_checked_twice_once(drift_project):  # noqa: F811
+    from monitoring.selectors import drift_series
+
+    project, version = drift_project
+    add_logs(project, version, shifted=False)
+    _check(project)
+    _check(project)
+    amount = next(s for s in drift_series(project) if s["field"] == "amount")
+    assert len(amount["points"]) == 1
