@@ -37,7 +37,7 @@ def prediction_logs_with_truth(*, project, request_ids):
     return logs
 
 
-def metric_windows_summary(*, project, granularity, version_id=None, segment=""):
+def metric_windows_summary(*, project, granularity, version_id=None, segment="", since=None):
     """The project's windows of one granularity and segment, oldest first, as
     ``[(start, model_version_id, ml.windows.Summary, Aggregate)]``; windows of
     the same start are merged across versions when no version is chosen."""
@@ -46,6 +46,8 @@ def metric_windows_summary(*, project, granularity, version_id=None, segment="")
     ).order_by("start")
     if version_id is not None:
         query = query.filter(model_version_id=version_id)
+    if since is not None:
+        query = query.filter(start__gte=since)
     merged = {}
     for start, aggregate in query.values_list("start", "aggregate"):
         merged[start] = merged.get(start, Aggregate()) + Aggregate.from_dict(aggregate)

@@ -35,6 +35,7 @@ urlpatterns = [
         views.queue_item_priority,
         name="queue_item_priority",
     ),
+    path("projects/<int:project_pk>/monitoring/", views.monitoring_page, name="monitoring"),
     path("projects/<int:project_pk>/monitoring/alerts/", views.alert_list, name="alert_list"),
     path(
         "projects/<int:project_pk>/monitoring/alerts/<int:pk>/acknowledge/",

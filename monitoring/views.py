@@ -18,6 +18,7 @@ from labelling.permissions import get_project_for_user
 from leanml_site.roles import Capability, role_can
 from ml.surfacing import DEFAULT_MIX, STRATEGIES
 
+from .dashboard import page_context
 from .forms import AlertAcknowledgeForm, ApiKeyForm, MonitoringSettingsForm, PredictionUploadForm
 from .models import Alert, ApiKey, DriftCheck
 from .services.alerts import AlertError, alert_acknowledge
@@ -373,3 +374,14 @@ def monitoring_settings_page(request, project_pk):
         "default_mix": not row.surfacing_mix,
     }
     return render(request, "monitoring/settings.html", context, status=status)
+
+
+@login_required
+@require_GET
+def monitoring_page(request, project_pk):
+    """Metrics over time from the stored windows (never the logs themselves),
+    filtered by model version, segment and granularity."""
+    project = get_project_for_user(request.user, project_pk, capability=Capability.VIEW)
+    context = {"project": project, **page_context(project, request.GET)}
+    status = 400 if context["filters"].errors else 200
+    return render(request, "monitoring/monitoring.html", context, status=status)

@@ -1,0 +1,247 @@
+"""Monitoring charts over time, as inline SVG drawn on the server.
+
+Built on ``iterations.charts`` (its SVG frame, escaped text and axis ticks):
+every text that reaches the SVG — class names, segment values — is escaped
+there. The x axis is real time, so an hour with no predictions is a gap,
+not a squeezed-out point.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils.html import escape
+
+from iterations.charts import BAD, GRID, INK, NEUTRAL, _nice_ticks, _short, _svg, _text
+
+LEFT, TOP, PLOT_W, PLOT_H = 64, 30, 620, 170
+PALETTE = [NEUTRAL, "#e67700", "#2b8a3e", "#ae3ec9", "#0c8599", "#868e96", "#c92a2a", "#5c940d"]
+STEP = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
+
+
+class _Axis:
+    """Time on x (window starts, each window one slot wide), values on y."""
+
+    def __init__(self, starts, granularity, low, high):
+        self.step = STEP[granularity]
+        self.t0 = min(starts)
+        self.slots = max(1, int((max(starts) - self.t0) / self.step) + 1)
+        self.low, self.high = low, high if high > low else low + 1
+        self.granularity = granularity
+
+    def x(self, start, centre=True):
+        slot = (start - self.t0) / self.step + (0.5 if centre else 0)
+        return LEFT + slot / self.slots * PLOT_W
+
+    @property
+    def slot_w(self):
+        return PLOT_W / self.slots
+
+    def y(self, value):
+        value = min(max(value, self.low), self.high)
+        return TOP + (self.high - value) / (self.high - self.low) * PLOT_H
+
+    def frame(self, y_label, *, percent=False):
+        body = [
+            _text(LEFT, 14, y_label, extra='font-weight="600"'),
+            f'<line x1="{LEFT}" y1="{TOP + PLOT_H}" x2="{LEFT + PLOT_W}" y2="{TOP + PLOT_H}" '
+            f'stroke="{INK}"/>',
+        ]
+        for tick in _nice_ticks(self.low, self.high, 4):
+            body.append(
+                f'<line x1="{LEFT}" y1="{self.y(tick):.1f}" x2="{LEFT + PLOT_W}" '
+                f'y2="{self.y(tick):.1f}" stroke="{GRID}"/>'
+            )
+            label = f"{tick:.0%}" if percent else f"{tick:,.6g}"
+            body.append(_text(LEFT - 6, self.y(tick) + 4, label, anchor="end"))
+        # About six date labels, on whole days (or hours when the range is short).
+        every = max(1, round(self.slots / 6))
+        fmt = "%b %d" if self.granularity == "day" or self.slots > 48 else "%b %d %H:00"
+        for i in range(0, self.slots, every):
+            start = self.t0 + i * self.step
+            body.append(
+                _text(self.x(start), TOP + PLOT_H + 16, start.strftime(fmt), anchor="middle")
+            )
+        return body
+
+
+def _legend(items, y=14):
+    body, x = [], LEFT + PLOT_W
+    for name, colour, dashed in reversed(items):
+        width = 14 + 7 * len(_short(name, 16))
+        x -= width + 12
+        dash = ' stroke-dasharray="5 4"' if dashed else ""
+        body.append(
+            f'<line x1="{x}" y1="{y - 4}" x2="{x + 12}" y2="{y - 4}" stroke="{colour}" '
+            f'stroke-width="3"{dash}/>'
+        )
+        body.append(_text(x + 16, y, _short(name, 16)))
+    return body
+
+
+def _finish(title, body):
+    return _svg(LEFT + PLOT_W + 16, TOP + PLOT_H + 26, title, body)
+
+
+def volume(points, granularity):
+    """Predictions per window as bars. ``points``: [(start, n)]."""
+    if not points:
+        return ""
+    axis = _Axis([s for s, _ in points], granularity, 0, max(n for _, n in points) * 1.1)
+    body = axis.frame(f"predictions per {granularity}")
+    width = max(1.0, axis.slot_w * 0.8)
+    for start, n in points:
+        x = axis.x(start) - width / 2
+        body.append(
+            f'<rect x="{x:.1f}" y="{axis.y(n):.1f}" width="{width:.1f}" '
+            f'height="{axis.y(0) - axis.y(n):.1f}" fill="{NEUTRAL}">'
+            f"<title>{start:%Y-%m-%d %H:00}: {n:,} predictions</title></rect>"
+        )
+    return _finish(f"Predictions per {granularity}", body)
+
+
+def _line(axis, points, colour, *, dashed=False, width=2):
+    """A polyline broken wherever a window is missing (no point drawn across a gap)."""
+    out, run, previous = [], [], None
+    for start, value in points:
+        if value is None or (previous is not None and start - previous > axis.step):
+            if len(run) > 1:
+                out.append(run)
+            run = [] if value is None else [(start, value)]
+        else:
+            run.append((start, value))
+        previous = start if value is not None else None
+    if len(run) > 1:
+        out.append(run)
+    dash = ' stroke-dasharray="5 4"' if dashed else ""
+    body = []
+    for segment in out:
+        line = " ".join(f"{axis.x(s):.1f},{axis.y(v):.1f}" for s, v in segment)
+        body.append(
+            f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="{width}"{dash}/>'
+        )
+    for start, value in points:  # lone points (no neighbour) still show
+        if value is not None:
+            body.append(
+                f'<circle cx="{axis.x(start):.1f}" cy="{axis.y(value):.1f}" r="2" fill="{colour}"/>'
+            )
+    return body
+
+
+def _band(axis, points, colour):
+    """A shaded interval: ``points`` [(start, (low, high) or None)]."""
+    body = []
+    for start, interval in points:
+        if interval is None:
+            continue
+        low, high = interval
+        x = axis.x(start) - axis.slot_w / 2
+        body.append(
+            f'<rect x="{x:.1f}" y="{axis.y(high):.1f}" width="{axis.slot_w:.1f}" '
+            f'height="{max(0.5, axis.y(low) - axis.y(high)):.1f}" fill="{colour}" '
+            'fill-opacity="0.18"/>'
+        )
+    return body
+
+
+def accuracy(points, granularity):
+    """Accuracy with its 95% interval (shaded), and ground-truth coverage
+    (dashed). ``points``: [(start, accuracy, (low, high), coverage)]."""
+    if not any(a is not None for _, a, _, _ in points):
+        return ""
+    axis = _Axis([p[0] for p in points], granularity, 0, 1)
+    body = axis.frame("accuracy (95% interval) and ground-truth coverage", percent=True)
+    body += _band(axis, [(s, ci) for s, _, ci, _ in points], NEUTRAL)
+    body += _line(axis, [(s, a) for s, a, _, _ in points], NEUTRAL)
+    body += _line(axis, [(s, c) for s, _, _, c in points], "#868e96", dashed=True)
+    body += _legend([("accuracy", NEUTRAL, False), ("coverage", "#868e96", True)])
+    return _finish(f"Accuracy per {granularity} with its interval, and ground-truth coverage", body)
+
+
+def class_shares(points, granularity):
+    """Predicted-class shares per window, stacked to 100%.
+    ``points``: [(start, {class: share})]."""
+    if not points:
+        return ""
+    classes = sorted({c for _, shares in points for c in shares})
+    colours = {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(classes)}
+    axis = _Axis([s for s, _ in points], granularity, 0, 1)
+    body = axis.frame("predicted-class share", percent=True)
+    width = max(1.0, axis.slot_w * 0.9)
+    for start, shares in points:
+        bottom = 0.0
+        for name in classes:
+            share = shares.get(name, 0)
+            if not share:
+                continue
+            body.append(
+                f'<rect x="{axis.x(start) - width / 2:.1f}" y="{axis.y(bottom + share):.1f}" '
+                f'width="{width:.1f}" height="{axis.y(bottom) - axis.y(bottom + share):.1f}" '
+                f'fill="{colours[name]}"><title>{start:%Y-%m-%d %H:00} {escape(name)}: '
+                f"{share:.1%}</title></rect>"
+            )
+            bottom += share
+    body += _legend([(c, colours[c], False) for c in classes[:6]])
+    return _finish(f"Share of each predicted class per {granularity}", body)
+
+
+def latency(points, granularity):
+    """p50 and p95 latency. ``points``: [(start, p50, p95)] in ms."""
+    values = [v for _, a, b in points for v in (a, b) if v is not None and v != float("inf")]
+    if not values:
+        return ""
+    axis = _Axis([p[0] for p in points], granularity, 0, max(values) * 1.1)
+    body = axis.frame("latency, ms")
+    body += _line(axis, [(s, a) for s, a, _ in points], NEUTRAL)
+    body += _line(axis, [(s, b) for s, _, b in points], "#e67700")
+    body += _legend([("p50", NEUTRAL, False), ("p95", "#e67700", False)])
+    return _finish(f"Latency per {granularity}: median and 95th percentile", body)
+
+
+def value(points, granularity, *, baseline=None, unit=""):
+    """Value per 1,000 predictions with its 95% interval and the baseline to
+    beat. ``points``: [(start, value, (low, high) or None)]."""
+    if not any(v is not None for _, v, _ in points):
+        return ""
+    values = [v for _, v, _ in points if v is not None]
+    values += [x for _, _, ci in points if ci for x in ci]
+    values += [baseline] if baseline is not None else []
+    low, high = min(values), max(values)
+    pad = (high - low) * 0.1 or abs(high) * 0.1 or 1.0
+    axis = _Axis([p[0] for p in points], granularity, low - pad, high + pad)
+    unit = f" ({unit})" if unit else ""
+    body = axis.frame(f"value per 1,000 predictions{unit}, 95% interval")
+    body += _band(axis, [(s, ci) for s, _, ci in points], NEUTRAL)
+    body += _line(axis, [(s, v) for s, v, _ in points], NEUTRAL)
+    items = [("value", NEUTRAL, False)]
+    if baseline is not None:
+        body.append(
+            f'<line x1="{LEFT}" y1="{axis.y(baseline):.1f}" x2="{LEFT + PLOT_W}" '
+            f'y2="{axis.y(baseline):.1f}" stroke="{BAD}" stroke-dasharray="5 4"/>'
+        )
+        items.append((f"baseline {baseline:,.0f}", BAD, True))
+    body += _legend(items)
+    return _finish(f"Value per 1,000 predictions per {granularity}, against the baseline", body)
+
+
+def drift(series):
+    """One drift measure of one field over time, with its alert threshold.
+    ``series``: an item of ``selectors.drift_series``."""
+    points = [(p["window_start"], p["value"]) for p in series["points"]]
+    if not points:
+        return ""
+    threshold = series.get("threshold")
+    values = [v for _, v in points] + ([threshold] if threshold is not None else [])
+    axis = _Axis([s for s, _ in points], "day", 0, max(max(values) * 1.15, 1e-6))
+    name = f"{series['field']} · {series['measure']}"
+    body = axis.frame(name)
+    body += _line(axis, points, NEUTRAL)
+    items = [(series["measure"], NEUTRAL, False)]
+    if threshold is not None:
+        body.append(
+            f'<line x1="{LEFT}" y1="{axis.y(threshold):.1f}" x2="{LEFT + PLOT_W}" '
+            f'y2="{axis.y(threshold):.1f}" stroke="{BAD}" stroke-dasharray="5 4"/>'
+        )
+        items.append((f"alert above {threshold:g}", BAD, True))
+    body += _legend(items)
+    return _finish(f"Drift of {name} per day against the alert threshold", body)
