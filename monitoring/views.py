@@ -170,7 +170,11 @@ def surfacing_run_detail(request, project_pk, pk):
     )
     if run is None:
         raise Http404("No such surfacing run.")
-    surfaced = run.surfaced.select_related("sample", "prediction_log").order_by("-score")
+    # By strategy, best first within each: scores of different strategies
+    # are on different scales.
+    surfaced = run.surfaced.select_related("sample", "prediction_log").order_by(
+        "strategy", "-score"
+    )
     surfaced = list(surfaced[:200]) if run.state == SurfacingRun.State.SUCCEEDED else []
     context = {"project": project, "run": run, "surfaced": surfaced}
     template = (
