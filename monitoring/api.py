@@ -7,6 +7,7 @@ the key endpoints only a person's.
 """
 
 from django.core.exceptions import PermissionDenied
+from django.db.models import F
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -430,10 +431,10 @@ def alert_list_api(request, project_pk):
     alerts = Alert.objects.filter(project=project).select_related("acknowledged_by")
     if request.query_params.get("open") == "true":
         alerts = alerts.filter(acknowledged_at__isnull=True)
-    alerts = alerts.order_by("-acknowledged_at", "-window_end", "id")[:500]
-    # Open alerts (no acknowledged_at) first: PostgreSQL sorts NULLs first when
-    # descending, SQLite last, so the order is settled here.
-    alerts = sorted(alerts, key=lambda a: a.acknowledged_at is not None)
+    # Open alerts (no acknowledged_at) first on every database: PostgreSQL
+    # sorts NULLs first when descending, SQLite last.
+    newest_acknowledged = F("acknowledged_at").desc(nulls_first=True)
+    alerts = alerts.order_by(newest_acknowledged, "-window_end", "id")[:500]
     return Response(AlertSerializer(alerts, many=True).data)
 
 
