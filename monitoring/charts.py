@@ -14,7 +14,7 @@ from django.utils.html import escape
 
 from iterations.charts import BAD, GRID, INK, NEUTRAL, _nice_ticks, _short, _svg, _text
 
-LEFT, TOP, PLOT_W, PLOT_H = 64, 30, 620, 170
+LEFT, TOP, PLOT_W, PLOT_H = 56, 30, 450, 160
 PALETTE = [NEUTRAL, "#e67700", "#2b8a3e", "#ae3ec9", "#0c8599", "#868e96", "#c92a2a", "#5c940d"]
 STEP = {"hour": timedelta(hours=1), "day": timedelta(days=1)}
 
@@ -29,7 +29,7 @@ class _Axis:
         self.low, self.high = low, high if high > low else low + 1
         self.granularity = granularity
 
-    def x(self, start, centre=True):
+    def x(self, start, *, centre=True):
         slot = (start - self.t0) / self.step + (0.5 if centre else 0)
         return LEFT + slot / self.slots * PLOT_W
 
@@ -54,14 +54,22 @@ class _Axis:
             )
             label = f"{tick:.0%}" if percent else f"{tick:,.6g}"
             body.append(_text(LEFT - 6, self.y(tick) + 4, label, anchor="end"))
-        # About six date labels, on whole days (or hours when the range is short).
-        every = max(1, round(self.slots / 6))
-        fmt = "%b %d" if self.granularity == "day" or self.slots > 48 else "%b %d %H:00"
-        for i in range(0, self.slots, every):
-            start = self.t0 + i * self.step
-            body.append(
-                _text(self.x(start), TOP + PLOT_H + 16, start.strftime(fmt), anchor="middle")
-            )
+        # Dates on whole days (midnight UTC), at most eight of them.
+        first_day = self.t0.replace(hour=0, minute=0, second=0, microsecond=0)
+        if first_day < self.t0:
+            first_day += timedelta(days=1)
+        last = self.t0 + self.slots * self.step
+        days = [first_day + timedelta(days=i) for i in range((last - first_day).days + 1)]
+        days = [d for d in days if d < last] or [self.t0]
+        every = -(-len(days) // 8)
+        for day in days[::every]:
+            x = self.x(day, centre=self.granularity == "day")
+            if x <= LEFT + PLOT_W - 18:  # a label past the edge would be cut
+                body.append(
+                    f'<line x1="{x:.1f}" y1="{TOP + PLOT_H}" x2="{x:.1f}" y2="{TOP + PLOT_H + 4}" '
+                    f'stroke="{INK}"/>'
+                )
+                body.append(_text(x, TOP + PLOT_H + 16, day.strftime("%b %d"), anchor="middle"))
         return body
 
 
@@ -150,7 +158,7 @@ def accuracy(points, granularity):
     if not any(a is not None for _, a, _, _ in points):
         return ""
     axis = _Axis([p[0] for p in points], granularity, 0, 1)
-    body = axis.frame("accuracy (95% interval) and ground-truth coverage", percent=True)
+    body = axis.frame("accuracy and coverage", percent=True)
     body += _band(axis, [(s, ci) for s, _, ci, _ in points], NEUTRAL)
     body += _line(axis, [(s, a) for s, a, _, _ in points], NEUTRAL)
     body += _line(axis, [(s, c) for s, _, _, c in points], "#868e96", dashed=True)
@@ -210,7 +218,7 @@ def value(points, granularity, *, baseline=None, unit=""):
     pad = (high - low) * 0.1 or abs(high) * 0.1 or 1.0
     axis = _Axis([p[0] for p in points], granularity, low - pad, high + pad)
     unit = f" ({unit})" if unit else ""
-    body = axis.frame(f"value per 1,000 predictions{unit}, 95% interval")
+    body = axis.frame(f"value per 1,000{unit}")
     body += _band(axis, [(s, ci) for s, _, ci in points], NEUTRAL)
     body += _line(axis, [(s, v) for s, v, _ in points], NEUTRAL)
     items = [("value", NEUTRAL, False)]

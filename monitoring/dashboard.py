@@ -12,7 +12,7 @@ from . import charts, selectors
 from .models import MetricWindow, MonitoringCursor, PredictionLog
 
 # How far back each granularity looks from the newest window: a week of
-# hours (168 bars) and a quarter of days stay readable at 620 px.
+# hours (168 bars) and a quarter of days stay readable at 450 px.
 # Small multiples: one chart per field and measure, the first few.
 DRIFT_CHARTS = 8
 SPAN = {"hour": timedelta(days=7), "day": timedelta(days=90)}
