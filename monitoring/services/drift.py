@@ -59,9 +59,10 @@ class DriftError(Exception):
 
 
 def monitoring_settings_get(project) -> MonitoringSettings:
-    """The project's settings row, created with the defaults on first use."""
-    row, _ = MonitoringSettings.objects.get_or_create(project=project)
-    return row
+    """The project's settings; an unsaved row of the defaults when it has
+    none yet (reading never writes: monitoring_settings_update creates it)."""
+    row = MonitoringSettings.objects.filter(project=project).first()
+    return row if row is not None else MonitoringSettings(project=project)
 
 
 def thresholds_for(settings_row: MonitoringSettings) -> ml_drift.Thresholds:

@@ -10,7 +10,6 @@ from leanml_site.audit import audit_record
 from ml.surfacing import STRATEGIES
 
 from ..models import MonitoringSettings
-from .drift import monitoring_settings_get
 
 # (name, lowest allowed (exclusive), highest allowed (inclusive), what it is)
 THRESHOLDS = (
@@ -125,8 +124,8 @@ def monitoring_settings_update(*, project, by, changes: dict) -> MonitoringSetti
     """Change some settings; checks them all first, so a bad value changes nothing."""
     clean = _check(changes)
     with transaction.atomic():
-        row = monitoring_settings_get(project)
-        row = MonitoringSettings.objects.select_for_update().get(pk=row.pk)
+        MonitoringSettings.objects.get_or_create(project=project)
+        row = MonitoringSettings.objects.select_for_update().get(project=project)
         before = {k: getattr(row, k) for k in clean}
         for name, value in clean.items():
             setattr(row, name, value)

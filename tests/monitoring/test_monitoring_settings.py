@@ -34,6 +34,9 @@ def test_everyone_in_the_project_reads_the_settings(team):
     # The default mix is shown as the one in use.
     page = team.client("owner").get(URL.format(team.project.pk)).content.decode()
     assert f'name="mix_uncertainty" value="{DEFAULT_MIX["uncertainty"]}"' in page
+    assert team.client("expert").get(API.format(team.project.pk)).json()["surfacing_budget"] == 100
+    # Reading shows the defaults without writing a row.
+    assert not MonitoringSettings.objects.filter(project=team.project).exists()
 
 
 @pytest.mark.parametrize("role", ["data_scientist", "owner"])
