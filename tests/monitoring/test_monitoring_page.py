@@ -137,3 +137,25 @@ def test_class_names_and_segment_values_are_escaped(team, versions):
         body = response.content.decode()
         assert EVIL not in body
         assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in body
+
+
+def test_drift_checks_are_drawn_with_their_threshold(logged, versions):
+    from monitoring.models import DriftCheck
+
+    for day, psi in ((0, 0.05), (1, 0.4)):
+        DriftCheck.objects.create(
+            project=logged.project,
+            model_version=versions[0],
+            window_start=T0 + timedelta(days=day),
+            window_end=T0 + timedelta(days=day + 1),
+            n_current=100,
+            n_reference=100,
+            results=[{"field": EVIL, "kind": "numeric", "psi": psi}],
+        )
+    client = logged.client("expert")
+    body = client.get(URL.format(logged.project.pk)).content.decode()
+    assert 'data-testid="drift-charts"' in body
+    assert "alert above 0.25" in body
+    assert EVIL not in body
+    body = client.get(URL.format(logged.project.pk), {"version": "2"}).content.decode()
+    assert 'data-testid="no-drift"' in body and "for v2" in body
