@@ -26,6 +26,11 @@ urlpatterns = [
     ),
     path("projects/<int:project_pk>/queue/", views.queue_overview, name="queue"),
     path(
+        "projects/<int:project_pk>/queue/label-errors/",
+        views.label_error_list,
+        name="label_errors",
+    ),
+    path(
         "projects/<int:project_pk>/queue/strategy/",
         views.queue_strategy_priority,
         name="queue_strategy_priority",

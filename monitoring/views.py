@@ -389,3 +389,32 @@ def monitoring_page(request, project_pk):
     context = {"project": project, **page_context(project, request.GET)}
     status = 400 if context["filters"].errors else 200
     return render(request, "monitoring/monitoring.html", context, status=status)
+
+
+@login_required
+@require_GET
+def label_error_list(request, project_pk):
+    """Labels the production model's out-of-fold probabilities contradict, for
+    an expert or owner to settle (never sent back to the queue)."""
+    from labelling.models import LabelClass
+
+    from .services.label_errors import LabelErrorsUnavailable, label_error_suspects
+
+    project = get_project_for_user(request.user, project_pk, capability=Capability.VIEW)
+    version, suspects, problem = None, [], None
+    try:
+        version, suspects = label_error_suspects(project=project)
+    except LabelErrorsUnavailable as error:
+        problem = error.message
+    for suspect in suspects:
+        # Not judged by the person who gave the label.
+        suspect.mine = request.user.pk in suspect.labelled_by
+    context = {
+        "project": project,
+        "version": version,
+        "suspects": suspects,
+        "problem": problem,
+        "can_adjudicate": role_can(project.role, Capability.ADJUDICATE),
+        "label_classes": LabelClass.objects.filter(project=project).order_by("order", "id"),
+    }
+    return render(request, "monitoring/label_errors.html", context)

@@ -213,3 +213,90 @@ def test_surface_now_refuses_bad_input_naming_the_field(production):
     assert response.status_code == 400
     assert "At least one strategy needs a share above 0." in response.content.decode()
     assert not SurfacingRun.objects.exists()
+
+
+@pytest.fixture
+def mislabelled(crew, media):
+    """v2, trained by the real training path on the reviews after the 8
+    training reviews a first model found most clearly "great" were
+    relabelled "other" (plain mistakes a confident model should catch), and
+    promoted."""
+    import pandas as pd
+
+    from iterations.models import ModelVersion
+    from iterations.services.artifacts import ensemble_load
+    from iterations.services.training import training_request, training_run
+    from labelling.models import Sample
+
+    def train():
+        job = training_request(project=crew.project, by=crew.user, queue=False)
+        job = training_run(job_id=job.pk)
+        assert job.state == "succeeded", job.error
+        return ModelVersion.objects.get(pk=job.version_id)
+
+    clean = ensemble_load(train())
+    great = list(
+        Sample.objects.filter(project=crew.project, split="train", consensus_label__name="great")
+    )
+    proba = clean.predict_proba(pd.DataFrame.from_records([s.data for s in great]))
+    column = list(clean.classes_).index("great")
+    flipped = [great[i].pk for i in proba[:, column].argsort()[::-1][:8]]
+    Sample.objects.filter(pk__in=flipped).update(consensus_label=crew.classes["other"])
+    version = train()
+    ModelVersion.objects.filter(pk=version.pk).update(status="production")
+    crew.flipped = set(flipped)
+    return crew
+
+
+def test_label_errors_are_listed_for_review_not_queued(mislabelled):
+    from labelling.models import Annotation
+
+    crew = mislabelled
+    url = f"/projects/{crew.project.pk}/queue/label-errors/"
+    response = client(crew, "owner").get(url)
+    assert response.status_code == 200
+    suspects = response.context["suspects"]
+    found = {s.sample.pk for s in suspects}
+    # Most of the mistakes are caught, and they lead the list.
+    assert len(found & crew.flipped) >= 6, (len(found & crew.flipped), len(found))
+    top = {s.sample.pk for s in suspects[:10]}
+    assert len(top & crew.flipped) >= 5, [(s.sample.pk, s.score) for s in suspects[:10]]
+    for s in suspects:
+        assert s.reason.startswith(f"possible label error: labelled {s.given}")
+        assert s.suggested != s.given
+    assert [s.score for s in suspects] == sorted((s.score for s in suspects), reverse=True)
+    # Nothing was put in the labelling queue.
+    assert not QueueItem.objects.filter(project=crew.project).exists()
+    html = response.content.decode()
+    assert html.count('action="/projects/') >= len(suspects)  # a settle form per suspect
+
+    # The expert who gave one of these labels is not asked to judge it.
+    first = suspects[0].sample
+    Annotation.objects.create(
+        project=crew.project,
+        sample=first,
+        annotator=crew.users["expert"],
+        label=first.consensus_label,
+    )
+    page = client(crew, "expert").get(url)
+    mine = [s for s in page.context["suspects"] if s.sample.pk == first.pk]
+    assert mine and mine[0].mine
+    assert "you gave this label: someone else decides" in page.content.decode()
+    # Settled by the owner through adjudication: it leaves the list.
+    settle = client(crew, "owner").post(
+        f"/projects/{crew.project.pk}/review/{first.pk}/adjudicate/",
+        {"label": crew.classes[suspects[0].suggested].pk},
+    )
+    assert settle.status_code in (200, 302)
+    after = client(crew, "owner").get(url).context["suspects"]
+    assert first.pk not in {s.sample.pk for s in after}
+    # Product managers read it without settle forms; outsiders see nothing.
+    pm = client(crew, "product_manager").get(url).content.decode()
+    assert "Settle as" not in pm
+    assert client(crew, "outsider").get(url).status_code == 404
+
+
+def test_label_errors_without_a_production_model_say_so(crew):
+    response = client(crew, "owner").get(f"/projects/{crew.project.pk}/queue/label-errors/")
+    assert response.status_code == 200
+    assert "no production model" in response.content.decode()
