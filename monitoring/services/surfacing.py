@@ -40,7 +40,7 @@ from datetime import timedelta
 import numpy as np
 import pandas as pd
 from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from iterations.models import ModelVersion
@@ -200,12 +200,22 @@ def surfacing_due(*, now=None) -> list[SurfacingRun]:
 # --- the run ----------------------------------------------------------------------------
 
 
+# A run still "running" this long after it was requested outlived the task's
+# hard time limit (16 minutes): its worker died (SIGKILL, OOM) and the broker
+# gave the message back. Nothing of it was written (all writes are one
+# transaction at the end), so it is run again.
+ORPHANED_AFTER = timedelta(minutes=20)
+
+
 def _claim(run_id) -> bool:
-    """Queued → running, once: a re-delivered message finds it taken."""
+    """Queued → running, once: a re-delivered message finds it taken, unless
+    the run was orphaned (see ORPHANED_AFTER). Even two runs at once could not
+    surface a log twice: ``_write`` re-checks under the project's row lock."""
+    orphaned = Q(state=SurfacingRun.State.RUNNING, created_at__lt=timezone.now() - ORPHANED_AFTER)
     return bool(
-        SurfacingRun.objects.filter(pk=run_id, state=SurfacingRun.State.QUEUED).update(
-            state=SurfacingRun.State.RUNNING
-        )
+        SurfacingRun.objects.filter(
+            Q(state=SurfacingRun.State.QUEUED) | orphaned, pk=run_id
+        ).update(state=SurfacingRun.State.RUNNING)
     )
 
 

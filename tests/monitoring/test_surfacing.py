@@ -153,6 +153,20 @@ def test_task_redelivery_surfaces_once(production):
     assert QueueItem.objects.filter(project=p.project, sample__source="monitoring").count() == 10
 
 
+def test_a_run_orphaned_by_a_dead_worker_runs_when_the_message_returns(production):
+    p = production
+    request = surfacing_request(project=p.project, by=None, budget=5, queue=False)
+    # Claimed by a worker that was killed before writing anything.
+    SurfacingRun.objects.filter(pk=request.pk).update(state=SurfacingRun.State.RUNNING)
+    assert surfacing_run_task(request.pk)["state"] == "running"  # still within its time limit
+    assert not SurfacedSample.objects.filter(run=request).exists()
+    SurfacingRun.objects.filter(pk=request.pk).update(
+        created_at=timezone.now() - timedelta(minutes=21)
+    )
+    assert surfacing_run_task(request.pk)["state"] == "succeeded"
+    assert SurfacedSample.objects.filter(run=request).count() == 5
+
+
 def test_request_queues_the_task_after_commit(production, django_capture_on_commit_callbacks):
     p = production
     with mock.patch("monitoring.tasks.surfacing_run_task.delay") as delay:
