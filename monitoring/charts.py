@@ -95,7 +95,8 @@ def volume(points, granularity):
     """Predictions per window as bars. ``points``: [(start, n)]."""
     if not points:
         return ""
-    axis = _Axis([s for s, _ in points], granularity, 0, max(n for _, n in points) * 1.1)
+    # At least 0..5, so that a handful of predictions gets whole-number ticks.
+    axis = _Axis([s for s, _ in points], granularity, 0, max(5, max(n for _, n in points) * 1.1))
     body = axis.frame(f"predictions per {granularity}")
     width = max(1.0, axis.slot_w * 0.8)
     for start, n in points:

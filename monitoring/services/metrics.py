@@ -33,7 +33,7 @@ import json
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, timedelta
 
 import pandas as pd
 from django.db import transaction
@@ -57,10 +57,20 @@ SEGMENT_VALUES_CAP = 20
 OTHER = "(other)"
 SEGMENT_MAX_LENGTH = 200  # MetricWindow.segment
 CHUNK = 50_000
+# The cursor is an id, and ids are handed out when a row is inserted, not
+# when its transaction commits: a 100,000-row request still being written
+# holds ids below those of a smaller one that committed after it started.
+# A run that read past it would move the cursor over rows it never saw. So a
+# run folds rows in id order only up to the first one stored (received_at /
+# created_at, both the server's clock at the request's start) less than
+# SETTLE_SECONDS ago — far longer than an ingestion request's time limit —
+# and the next run takes it from there. Charts lag by that much.
+SETTLE_SECONDS = 300
 HOUR, DAY = MetricWindow.Granularity.HOUR, MetricWindow.Granularity.DAY
 LOG_COLUMNS = [
     "id",
     "request_id",
+    "received_at",
     "timestamp",
     "model_version_id",
     "predicted",
@@ -79,10 +89,14 @@ class MetricsRun:
     seconds: float
 
 
-def metrics_update(*, project, chunk_size: int = CHUNK) -> MetricsRun:
+def metrics_update(
+    *, project, chunk_size: int = CHUNK, settle_seconds: float = SETTLE_SECONDS
+) -> MetricsRun:
     """Fold the logs and ground truth that arrived since the last run into
-    the project's MetricWindow rows (see the module docstring)."""
+    the project's MetricWindow rows (see the module docstring). Rows stored
+    less than ``settle_seconds`` ago wait for the next run (see SETTLE_SECONDS)."""
     started = time.perf_counter()
+    horizon = timezone.now() - timedelta(seconds=settle_seconds)
     MonitoringCursor.objects.get_or_create(project=project)
     gains = _gain_matrix(project)
     logs = truth = changed = windows = 0
@@ -90,6 +104,8 @@ def metrics_update(*, project, chunk_size: int = CHUNK) -> MetricsRun:
         with transaction.atomic():
             cursor = MonitoringCursor.objects.select_for_update().get(project=project)
             frame = _read_logs(project, after=cursor.logs_through, limit=chunk_size)
+            settled = _settled(frame["received_at"], horizon)
+            frame = frame.iloc[:settled]
             if frame.empty:
                 break
             frame["truth"] = _truth_for(
@@ -99,20 +115,24 @@ def metrics_update(*, project, chunk_size: int = CHUNK) -> MetricsRun:
             logs += len(frame)
             cursor.logs_through = int(frame["id"].iloc[-1])
             cursor.save(update_fields=["logs_through", "updated_at"])
+            if settled < chunk_size:
+                break
     while True:
         with transaction.atomic():
             cursor = MonitoringCursor.objects.select_for_update().get(project=project)
             rows = list(
                 GroundTruth.objects.filter(project=project, id__gt=cursor.truth_through)
                 .order_by("id")
-                .values_list("id", "request_id")[:chunk_size]
+                .values_list("id", "request_id", "created_at")[:chunk_size]
             )
+            settled = _settled([created_at for *_, created_at in rows], horizon)
+            rows = rows[:settled]
             if not rows:
                 break
             new_through = rows[-1][0]
             n_changed, n_windows = _apply_truth(
                 project,
-                sorted({request_id for _, request_id in rows}),
+                sorted({request_id for _, request_id, _ in rows}),
                 old_through=cursor.truth_through,
                 new_through=new_through,
                 logs_through=cursor.logs_through,
@@ -123,7 +143,18 @@ def metrics_update(*, project, chunk_size: int = CHUNK) -> MetricsRun:
             windows += n_windows
             cursor.truth_through = new_through
             cursor.save(update_fields=["truth_through", "updated_at"])
+            if settled < chunk_size:
+                break
     return MetricsRun(logs, truth, changed, windows, round(time.perf_counter() - started, 3))
+
+
+def _settled(stored_at, horizon) -> int:
+    """How many of the rows (in id order) to fold: up to the first one
+    stored after ``horizon``."""
+    for position, moment in enumerate(stored_at):
+        if moment > horizon:
+            return position
+    return len(stored_at)
 
 
 def _gain_matrix(project) -> dict:

@@ -264,3 +264,25 @@ def test_the_beat_task_updates_every_project_with_logs(team, versions):
     assert MonitoringCursor.objects.get(project=team.project).logs_through == max(
         PredictionLog.objects.values_list("id", flat=True)
     )
+
+
+def test_rows_stored_in_the_last_minutes_wait_for_the_next_run(team, versions):
+    from django.utils import timezone
+
+    make_logs(team.project, versions, 0, 5)
+    make_logs(team.project, versions, 5, 3, seed=2)
+    now = timezone.now()
+    # The last three were stored just now: an ingestion request that started
+    # earlier may still be writing rows with lower ids, so they wait.
+    PredictionLog.objects.filter(request_id__in=["r5", "r6", "r7"]).update(received_at=now)
+    PredictionLog.objects.filter(request_id="r1").update(received_at=now)
+    add_truth(team.project, "r0", "great")
+    late = add_truth(team.project, "r2", "great")
+    GroundTruth.objects.filter(pk=late.pk).update(created_at=now)
+    run = metrics_update(project=team.project)
+    assert (run.logs, run.truth) == (1, 1)  # r0 only: r1 is unsettled, and so on after it
+    cursor = MonitoringCursor.objects.get(project=team.project)
+    assert cursor.logs_through == PredictionLog.objects.get(request_id="r0").pk
+    run = metrics_update(project=team.project, settle_seconds=0)
+    assert (run.logs, run.truth) == (7, 1)
+    assert_same(team.project)
