@@ -396,6 +396,7 @@ def test_monitoring_api_access(team, monitoring_world, who, method, path, capabi
 # --- monitoring: drift alerts and the monitoring settings ------------------------------
 DRIFT_PAGES = [
     ("get", "monitoring:alert_list", ["p"], V, None),
+    ("get", "monitoring:monitoring", ["p"], V, None),
     ("post", "monitoring:drift_check_now", ["p"], T, {}),
     ("get", "monitoring:settings", ["p"], V, None),
     ("post", "monitoring:settings", ["p"], T, {}),

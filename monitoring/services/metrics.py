@@ -105,7 +105,7 @@ def metrics_update(
             cursor = MonitoringCursor.objects.select_for_update().get(project=project)
             frame = _read_logs(project, after=cursor.logs_through, limit=chunk_size)
             settled = _settled(frame["received_at"], horizon)
-            frame = frame.iloc[:settled]
+            frame = frame.iloc[:settled].copy()
             if frame.empty:
                 break
             frame["truth"] = _truth_for(

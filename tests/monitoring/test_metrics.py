@@ -286,3 +286,11 @@ def test_rows_stored_in_the_last_minutes_wait_for_the_next_run(team, versions):
     run = metrics_update(project=team.project, settle_seconds=0)
     assert (run.logs, run.truth) == (7, 1)
     assert_same(team.project)
+
+
+def test_metrics_are_updated_by_beat_every_few_minutes():
+    from django.conf import settings
+
+    entry = settings.CELERY_BEAT_SCHEDULE["metrics-update"]
+    assert entry["task"] == "monitoring.metrics_update"
+    assert 60 <= entry["schedule"] <= 600
