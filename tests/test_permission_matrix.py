@@ -141,6 +141,8 @@ def _url_kwargs(keys):
         "tj": "job_pk",
         "key": "pk",
         "alert": "pk",
+        "item": "pk",
+        "run": "pk",
     }
     return [names[k] for k in keys]
 
@@ -466,3 +468,39 @@ def test_alert_acknowledge_access(team, alert_world, who, api):
         _expect_allowed(response)
     else:
         assert response.status_code == 403
+
+
+# --- monitoring: surfacing runs, the queue page, suspected label errors ----------------
+SURFACING_PAGES = [
+    ("get", "monitoring:queue", ["p"], V, None),
+    ("get", "monitoring:label_errors", ["p"], V, None),
+    ("post", "monitoring:queue_strategy_priority", ["p"], Q, {"strategy": "x", "direction": "up"}),
+    ("post", "monitoring:queue_item_priority", ["p", "item"], Q, {"priority": "2"}),
+    ("get", "monitoring:surface_now", ["p"], T, None),
+    ("post", "monitoring:surface_now", ["p"], T, {"budget": "5", "since_days": "7"}),
+    ("get", "monitoring:surfacing_run", ["p", "run"], T, None),
+]
+SURFACING_API = [
+    ("get", f"{_P}/surfacing-runs/", T, None),
+    ("post", f"{_P}/surfacing-runs/", T, {"budget": 5}),
+]
+
+
+@pytest.fixture
+def surfacing_world(team, world):
+    from monitoring.models import SurfacingRun
+
+    run = SurfacingRun.objects.create(project=team.project, budget=5, mix={"random": 1})
+    return {**world, "run": run.pk}
+
+
+@pytest.mark.parametrize("who", [*ROLES, "outsider", "anonymous"])
+@pytest.mark.parametrize(("method", "name", "keys", "capability", "data"), SURFACING_PAGES)
+def test_surfacing_page_access(team, surfacing_world, who, method, name, keys, capability, data):
+    test_page_access(team, surfacing_world, who, method, name, keys, capability, data)
+
+
+@pytest.mark.parametrize("who", [*ROLES, "outsider", "anonymous"])
+@pytest.mark.parametrize(("method", "path", "capability", "data"), SURFACING_API)
+def test_surfacing_api_access(team, surfacing_world, who, method, path, capability, data):
+    test_api_access(team, surfacing_world, who, method, path, capability, data)
