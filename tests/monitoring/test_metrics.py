@@ -294,3 +294,25 @@ def test_metrics_are_updated_by_beat_every_few_minutes():
     entry = settings.CELERY_BEAT_SCHEDULE["metrics-update"]
     assert entry["task"] == "monitoring.metrics_update"
     assert 60 <= entry["schedule"] <= 600
+
+
+def test_each_project_counts_only_its_own_logs(team, versions):
+    from iterations.models import DatasetSnapshot, EnsembleConfig, ModelVersion
+
+    other = team.other_project
+    snapshot = DatasetSnapshot.objects.create(project=other, content_hash="b" * 64, row_count=0)
+    ensemble = EnsembleConfig.objects.create(project=other, number=1, submodels=[])
+    theirs = [
+        ModelVersion.objects.create(project=other, number=n, snapshot=snapshot, ensemble=ensemble)
+        for n in (1, 2)
+    ]
+    for start in range(0, 60, 20):  # interleaved ids
+        make_logs(team.project, versions, start, 10, seed=start)
+        make_logs(other, theirs, start + 10, 10, seed=start + 1)
+    add_truth(team.project, "r15", "great")  # a request id of the other project only
+    add_truth(other, "r15", "great")
+    ours = metrics_update(project=team.project, chunk_size=7)
+    assert (ours.logs, ours.truth_changed) == (30, 0)
+    assert metrics_update(project=other, chunk_size=7).logs == 30
+    assert_same(team.project)
+    assert_same(other)
