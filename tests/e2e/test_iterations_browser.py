@@ -83,8 +83,9 @@ def sign_in(page, live_server, user):
     page.wait_for_url(lambda url: "/login/" not in url)
 
 
-def watch_bar(page, seconds, until):
-    """The bar's values, read from the page every 0.1 s until ``until(values)``."""
+def watch_bar(page, seconds, until, explain=lambda: ""):
+    """The bar's values, read from the page every 0.1 s until ``until(values)``;
+    on failure, ``explain()`` (the workers' logs) says what happened meanwhile."""
     values = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -96,7 +97,7 @@ def watch_bar(page, seconds, until):
         if until(values):
             return values
         page.wait_for_timeout(100)
-    pytest.fail(f"the progress bar showed {values} in {seconds} s")
+    pytest.fail(f"the progress bar showed {values} in {seconds} s\n{explain()}")
 
 
 def test_a_scientist_retrains_watches_progress_and_a_pm_approves_the_report(
@@ -131,7 +132,7 @@ def test_a_scientist_retrains_watches_progress_and_a_pm_approves_the_report(
 
     # A worker starts; the page, polling, shows the bar moving up to the fit.
     workers.start()
-    values = watch_bar(page, 120, until=lambda v: v and v[-1] >= 30)
+    values = watch_bar(page, 120, until=lambda v: v and v[-1] >= 30, explain=workers.logs)
     assert values[0] == 0 and values[-1] == 30, values
     assert values == sorted(values), values
     assert "Fitting" in page.inner_text("#training")

@@ -818,10 +818,12 @@ def test_rerun_requires_train_role(team, world):
     assert response.status_code == 403 and not delay.called
 
 
-def test_the_project_nav_leads_to_iterations_rules_and_model_settings(team):
+def test_the_project_nav_leads_to_iterations_and_rules_and_they_to_model_settings(team):
     body = team.client("expert").get(f"/projects/{team.project.pk}/").content.decode()
-    for url in ("iterations/", "rules/", "model-settings/"):
+    for url in ("iterations/", "rules/"):
         assert f'href="/projects/{team.project.pk}/{url}"' in body
+    listing = team.client("expert").get(f"/projects/{team.project.pk}/iterations/")
+    assert f'href="/projects/{team.project.pk}/model-settings/"' in listing.content.decode()
 
 
 def test_a_promoted_candidate_is_not_diffed_against_itself(team):

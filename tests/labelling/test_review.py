@@ -378,9 +378,10 @@ def test_missing_or_unknown_label_is_rejected(team, disputed, value):
     assert not Adjudication.objects.exists()
 
 
-def test_nav_links_to_review_and_agreement(team):
+def test_nav_links_to_review_and_review_to_agreement(team):
     html = team.client("product_manager").get(
         reverse("labelling:project_detail", args=[team.project.pk])
     )
     assert review_url(team) in html.content.decode()
-    assert reverse("labelling:agreement", args=[team.project.pk]) in html.content.decode()
+    review = team.client("product_manager").get(review_url(team)).content.decode()
+    assert reverse("labelling:agreement", args=[team.project.pk]) in review
