@@ -8,6 +8,7 @@ worker process reads. Production sets ``DEBUG=0``, ``SECRET_KEY``,
 
 import os
 import secrets
+import urllib.parse
 from pathlib import Path
 
 import dj_database_url
@@ -176,6 +177,21 @@ LEANML_INLINE_IMPORT_BYTES = int(os.environ.get("LEANML_INLINE_IMPORT_BYTES", st
 
 # --- Celery ---------------------------------------------------------------------
 REDIS_URL = os.environ.get("REDIS_URL", "")
+
+
+def _next_redis_db(url):
+    """The same Redis server, the next database number: the cache must not
+    share the broker's database, since clearing a cache (FLUSHDB) would
+    also drop every queued task."""
+    if not url:
+        return ""
+    parts = urllib.parse.urlsplit(url)
+    path = parts.path.strip("/")
+    number = int(path) + 1 if path.isdigit() else 1
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{number}"))
+
+
+REDIS_CACHE_URL = os.environ.get("REDIS_CACHE_URL") or _next_redis_db(REDIS_URL)
 # The filesystem transport ignores the host; naming one keeps kombu from
 # warning "No hostname was supplied" on every connection.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or REDIS_URL or "filesystem://localhost/"
@@ -243,8 +259,8 @@ CELERY_TASK_EAGER_PROPAGATES = True
 
 CACHES = {
     "default": (
-        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
-        if REDIS_URL
+        {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_CACHE_URL}
+        if REDIS_CACHE_URL
         else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
     )
 }

@@ -153,3 +153,20 @@ def test_the_sqlite_database_really_runs_in_wal_mode():
         cursor.execute("PRAGMA busy_timeout")
         assert cursor.fetchone()[0] >= 5000
     assert settings.DATABASES["default"]["OPTIONS"]["transaction_mode"] == "IMMEDIATE"
+
+
+@pytest.mark.parametrize(
+    ("broker", "cache"),
+    [
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/1"),
+        ("redis://:secret@cache.internal:6380/7", "redis://:secret@cache.internal:6380/8"),
+        ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379/1"),
+        ("", ""),
+    ],
+)
+def test_the_cache_never_shares_the_brokers_redis_database(broker, cache):
+    # Clearing a Redis cache is FLUSHDB: on the broker's database it would
+    # drop every queued task.
+    from leanml_site.settings import _next_redis_db
+
+    assert _next_redis_db(broker) == cache

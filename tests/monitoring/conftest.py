@@ -1,7 +1,6 @@
 import json
 
 import pytest
-from django.core.cache import cache
 from django.test import Client
 
 from iterations.models import DatasetSnapshot, EnsembleConfig, ModelVersion
@@ -11,11 +10,17 @@ URL = "/api/v1/projects/{}/predictions/"
 
 
 @pytest.fixture(autouse=True)
-def _fresh_throttle_counts():
-    # Throttle histories live in the cache (Redis on the PostgreSQL run).
-    cache.clear()
-    yield
-    cache.clear()
+def _fresh_throttle_counts(settings, request):
+    # Throttle histories live in the cache. Each test gets a cache of its own
+    # in memory: clearing the shared Redis cache would reach other test
+    # processes (and, before the cache had its own database, the broker's
+    # queued tasks).
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+            "LOCATION": f"monitoring-{request.node.nodeid}",
+        }
+    }
 
 
 @pytest.fixture
