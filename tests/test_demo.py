@@ -26,7 +26,13 @@ from labelling.models import Annotation, Membership, Project, QueueItem, Sample
 from leanml_site.models import AuditEvent
 from leanml_site.roles import Role
 from ml.submodels import create
-from monitoring.models import PredictionLog
+from monitoring.models import (
+    DriftCheck,
+    GroundTruth,
+    MetricWindow,
+    PredictionLog,
+    SurfacingRun,
+)
 
 LIMIT = 40  # rows per table: 20 labelled on import, 12 double-labelled, the rest queued
 
@@ -86,8 +92,9 @@ def test_it_imports_the_real_reviews_with_some_labels_and_queues_the_rest(var_di
     assert project.overlap == 1
     assert "great" in project.guidelines
     samples = Sample.objects.filter(project=project)
-    assert samples.count() == 2 * LIMIT
     assert samples.filter(external_id__startswith="train-").count() == LIMIT
+    # testing_data is held back as production traffic, never imported.
+    assert not samples.filter(external_id__startswith="test-").exists()
     first = samples.get(external_id="train-1")
     assert first.data["review"].startswith("this stuff is  not stuffing")
     assert first.data["product"] == "B000J0LSBG"
@@ -97,9 +104,11 @@ def test_it_imports_the_real_reviews_with_some_labels_and_queues_the_rest(var_di
     assert set(imported.values_list("annotator__username", flat=True)) == {"scientist"}
     assert first.consensus_label.name == "other"  # the dataset's score for row 1
 
-    open_items = QueueItem.objects.filter(project=project, state=QueueItem.State.OPEN)
-    # 20 unlabelled training rows minus 12 double-labelled, plus every test row.
-    assert open_items.count() == (LIMIT // 2 - demo.DOUBLE_LABELLED_ROWS) + LIMIT
+    open_items = QueueItem.objects.filter(
+        project=project, state=QueueItem.State.OPEN, strategy="imported"
+    )
+    # 20 unlabelled training rows minus 12 double-labelled.
+    assert open_items.count() == LIMIT // 2 - demo.DOUBLE_LABELLED_ROWS
     assert set(open_items.values_list("reason", flat=True)) == {"Imported"}
     assert not open_items.filter(sample__annotations__isnull=False).exists()
 
@@ -146,7 +155,7 @@ def test_reset_rebuilds_with_new_passwords_and_records_it(var_dir):
 
     project = Project.objects.get(name="Fine-food reviews")
     assert project.pk != old_project.pk
-    assert Sample.objects.filter(project=project).count() == 2 * LIMIT
+    assert Sample.objects.filter(project=project, external_id__startswith="train-").count() == LIMIT
     assert not Sample.objects.filter(project_id=old_project.pk).exists()
     new = logins(var_dir)
     assert new["owner"] != old["owner"]
@@ -213,6 +222,38 @@ def test_it_ends_with_version_1_in_production_through_a_whole_iteration(var_dir)
     assert "Version 1 is in production" in output
     # Tasks ran in the command only while it trained: the setting is back.
     assert not current_app.conf.task_always_eager
+
+
+# Transactional, as above: monitoring starts once version 1 is in production.
+@pytest.mark.django_db(transaction=True)
+def test_the_held_back_reviews_are_its_production_traffic_with_monitoring_filled(var_dir):
+    output = build()
+
+    project = Project.objects.get(name="Fine-food reviews")
+    version = ModelVersion.objects.get(project=project, status=ModelVersion.Status.PRODUCTION)
+    logs = PredictionLog.objects.filter(project=project)
+    # Every held-back (testing_data) review, scored by version 1, over two weeks.
+    assert logs.count() == LIMIT
+    assert set(logs.values_list("model_version", flat=True)) == {version.pk}
+    assert all(log.request_id.startswith("req-test-") for log in logs)
+    first, last = logs.order_by("timestamp").first(), logs.order_by("timestamp").last()
+    assert 13 <= (last.timestamp - first.timestamp).days <= 14
+    # End users answered some; the windows count them.
+    assert GroundTruth.objects.filter(project=project, source="feedback").exists()
+    days = MetricWindow.objects.filter(project=project, granularity="day", segment="")
+    assert sum(w.aggregate["n"] for w in days) == LIMIT
+    assert (
+        sum(w.aggregate["labelled"] for w in days)
+        == GroundTruth.objects.filter(project=project).count()
+    )
+    assert DriftCheck.objects.filter(project=project, model_version=version).exists()
+    # A surfacing run put some of them in the queue, each with its reason.
+    run = SurfacingRun.objects.get(project=project)
+    assert run.state == SurfacingRun.State.SUCCEEDED
+    surfaced = QueueItem.objects.filter(project=project, state="open").exclude(strategy="imported")
+    assert surfaced.count() == sum(run.counts.values()) > 0
+    assert all(item.reason for item in surfaced)
+    assert "held-back reviews logged as its production predictions" in output
 
 
 def test_each_of_the_experts_rules_fires_on_real_reviews_and_mostly_rightly():

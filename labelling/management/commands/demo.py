@@ -23,10 +23,13 @@ Demo passwords are random, made on the first build, and kept only in
 """
 
 import contextlib
+import json
 import os
 import random
 import secrets
 import tempfile
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -34,6 +37,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django.utils import timezone
 
 from iterations.models import (
     Artifact,
@@ -44,6 +48,7 @@ from iterations.models import (
     RegressionReport,
     TrainingJob,
 )
+from iterations.services.artifacts import ensemble_load
 from iterations.services.iterations import (
     iteration_create,
     iteration_decide,
@@ -56,7 +61,13 @@ from leanml_site.audit import audit_record
 from leanml_site.celery import tasks_run_here
 from leanml_site.models import AuditEvent
 from leanml_site.roles import Role
-from monitoring.models import PredictionLog
+from monitoring.models import GroundTruth, PredictionLog, SurfacedSample, SurfacingRun
+from monitoring.services.drift import drift_check
+from monitoring.services.ground_truth import feedback_record
+from monitoring.services.metrics import metrics_update
+from monitoring.services.parsing import read_body
+from monitoring.services.predictions import prediction_logs_ingest
+from monitoring.services.surfacing import surfacing_request
 
 from ...models import Adjudication, Annotation, Flag, ImportJob, Project, Sample
 from ...services.annotations import annotation_submit
@@ -106,6 +117,11 @@ CLASSES = [
     },
 ]
 FIRST_ITERATION = "First model"
+# Monitoring: the share of logged predictions an end user answers, and how
+# many of them the first surfacing run sends to the experts.
+FEEDBACK_SHARE = 0.2
+SURFACED = 60
+MONITORING_SEED = 7
 # The expert's first keyword rules: words that, in these reviews, nearly always
 # go with delight or with its absence. Plain patterns match whole words;
 # "disappoint" is a regular expression to catch disappointed/disappointing.
@@ -245,7 +261,8 @@ class Command(BaseCommand):
         # heartbeat are written by other connections, as on a worker. A
         # failure is reported, not fatal: the labelling side still works.
         try:
-            self._first_model(project, users)
+            version = self._first_model(project, users)
+            self._monitoring(project, users, version, load_reviews(limit)[1])
         except CommandError as error:
             self.stderr.write(self.style.WARNING(str(error)))
         self._print_summary(project)
@@ -287,10 +304,12 @@ class Command(BaseCommand):
             if role != Role.OWNER:
                 membership_set(project=project, user=users[username], role=role, by=owner)
 
-        train, test = load_reviews(limit)
+        train, _held_back = load_reviews(limit)
         labelled = max(0, min(labelled, len(train) // 2))
         with_labels = train.iloc[:labelled]
-        without_labels = pd.concat([train.iloc[labelled:], test]).drop(columns=["score"])
+        # testing_data is held back: it becomes the production traffic of the
+        # first model (see _monitoring), not samples.
+        without_labels = train.iloc[labelled:].drop(columns=["score"])
         with tempfile.TemporaryDirectory(prefix="leanml-demo-") as folder:
             # The data scientist brings in the historical labels, as a team would.
             self._import(
@@ -399,6 +418,60 @@ class Command(BaseCommand):
         version.refresh_from_db()
         self._put_in_production(version, by=users["owner"])
         return version
+
+    def _monitoring(self, project, users, version, reviews):
+        """The held-back reviews as the first model's production traffic over
+        the last two weeks: logged through the ingestion service, a fifth of
+        them answered by end users (correcting the model when it was wrong,
+        confirming it otherwise), folded into the monitoring windows, checked
+        for drift, and a surfacing run whose picks wait in the queue with
+        their reasons. All in this process, as the worker is not up yet."""
+        if reviews.empty:
+            return
+        ensemble = ensemble_load(version)
+        fields = reviews[["review", "product"]].reset_index(drop=True)
+        started = time.perf_counter()
+        proba = ensemble.predict_proba(fields)
+        ms_per_row = (time.perf_counter() - started) * 1000 / len(fields)
+        classes = list(ensemble.classes_)
+        rng = random.Random(MONITORING_SEED)
+        now = timezone.now()
+        rows = []
+        for i, (review, p) in enumerate(zip(reviews.itertuples(), proba, strict=True)):
+            rows.append(
+                {
+                    "request_id": f"req-{review.id}",
+                    # Spread evenly over 14 days, newest last, ending an hour ago.
+                    "timestamp": (
+                        now - timedelta(hours=1) - timedelta(days=14) * (1 - i / len(reviews))
+                    ).isoformat(),
+                    "model_version": version.number,
+                    "data": {"review": review.review, "product": review.product},
+                    "predicted": classes[int(p.argmax())],
+                    "probabilities": {c: float(x) for c, x in zip(classes, p, strict=True)},
+                    "latency_ms": round(ms_per_row * rng.uniform(0.8, 2.5) + 5, 2),
+                }
+            )
+        body = json.dumps(rows).encode()
+        prediction_logs_ingest(project=project, frame=read_body(body, "json"), fmt="json")
+        for review, row in zip(reviews.itertuples(), rows, strict=True):
+            if rng.random() < FEEDBACK_SHARE:
+                kind = "confirm" if row["predicted"] == review.score else "correct"
+                feedback_record(
+                    project=project, request_id=row["request_id"], label=review.score, kind=kind
+                )
+        metrics_update(project=project, settle_seconds=0)
+        drift_check(project=project, window_start=now - timedelta(days=15), window_end=now)
+        with tasks_run_here():
+            run = surfacing_request(
+                project=project,
+                by=users["scientist"],
+                budget=SURFACED,
+                since=now - timedelta(days=15),
+            )
+        run.refresh_from_db()
+        if run.state != SurfacingRun.State.SUCCEEDED:
+            raise CommandError(f"The demo's surfacing run did not finish: {run.message}")
 
     def _put_in_production(self, version, *, by):
         """Approved → production, audited like every status change.
@@ -516,5 +589,16 @@ class Command(BaseCommand):
                         if accuracy is not None
                         else "."
                     )
+                )
+            )
+        logs = PredictionLog.objects.filter(project=project).count()
+        if logs:
+            answered = GroundTruth.objects.filter(project=project).count()
+            surfaced = SurfacedSample.objects.filter(run__project=project).count()
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"Monitoring: {logs:,} held-back reviews logged as its production predictions "
+                    f"over two weeks, {answered:,} answered by end users; {surfaced} of them "
+                    "surfaced into the queue, each with the reason why."
                 )
             )
