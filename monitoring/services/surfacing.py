@@ -548,7 +548,7 @@ def _write(run, picks, position, datas, hashes, external_ids, pool_ids, n_candid
                     data=datas[position[p.id]],
                     content_hash=hashes[position[p.id]],
                     source=Sample.Source.MONITORING,
-                    split=split_for(external_ids[position[p.id]], project.holdout_fraction),
+                    split=_split(p.strategy, external_ids[position[p.id]], project),
                 )
                 for p in chosen
             ],
@@ -605,3 +605,13 @@ def _write(run, picks, position, datas, hashes, external_ids, pool_ids, n_candid
             target=run,
             after={"counts": counts, "candidates": n_candidates, "pool": len(pool_ids)},
         )
+
+
+def _split(strategy, external_id, project):
+    """Only the random slice may enter the holdout (by the usual hash): the
+    other strategies pick what the model finds hard or unusual, and a holdout
+    filled with those would make every regression report look worse than
+    production really is, and no longer comparable from one report to the next."""
+    if strategy != "random":
+        return Sample.Split.TRAIN
+    return split_for(external_id, project.holdout_fraction)

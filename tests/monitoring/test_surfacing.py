@@ -11,7 +11,7 @@ from django.utils import timezone
 from labelling.models import QueueItem, Sample
 from labelling.services.queue import queue_add
 from leanml_site.models import AuditEvent
-from ml.hashing import content_hash
+from ml.hashing import content_hash, split_for
 from monitoring.models import MonitoringSettings, PredictionLog, SurfacedSample, SurfacingRun
 from monitoring.services.surfacing import (
     SurfacingError,
@@ -60,6 +60,11 @@ def test_budget_and_mix_are_spent_with_reasons(production):
         assert sample.external_id == f"log-{log.request_id}"
         assert sample.data == log.data
         assert sample.content_hash == content_hash(log.data)
+        # Only the random slice may land in the holdout; the others train.
+        if row.strategy == "random":
+            assert sample.split == split_for(sample.external_id, p.project.holdout_fraction)
+        else:
+            assert sample.split == Sample.Split.TRAIN
         item = items[sample.pk]
         assert item.state == QueueItem.State.OPEN
         assert (item.strategy, item.reason, item.score) == (row.strategy, row.reason, row.score)
