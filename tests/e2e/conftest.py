@@ -55,7 +55,11 @@ def browser():
 
 
 @pytest.fixture
-def page(browser):
+def page(browser, live_server):
+    # Asking for the live server here makes the page close before the server
+    # and the test database go: a page still open could send a request (a
+    # lease released on unload, an htmx poll) while the database is being
+    # flushed, and the two deadlock.
     context = browser.new_context(viewport={"width": 1280, "height": 860})
     context.set_default_timeout(10_000)
     page = context.new_page()
