@@ -24,6 +24,10 @@ class Capability(StrEnum):
     AUDIT = "audit"  # read the audit log
     TRAIN = "train"  # trigger retrains, open iterations
     DECIDE = "decide"  # approve / reject candidates, promote deployments
+    # Act on the model without deciding on it: abandon an iteration,
+    # acknowledge an alert, set the loop's shared settings (slices, gates).
+    # Whoever trains or decides may.
+    STEER = "steer"
 
 
 _E, _DS, _PM, _O = Role.EXPERT, Role.DATA_SCIENTIST, Role.PRODUCT_MANAGER, Role.OWNER
@@ -40,6 +44,7 @@ CAPABILITIES: dict[Capability, frozenset[str]] = {
     Capability.AUDIT: frozenset({_O}),
     Capability.TRAIN: frozenset({_DS, _O}),
     Capability.DECIDE: frozenset({_PM, _O}),
+    Capability.STEER: frozenset({_DS, _PM, _O}),
 }
 
 

@@ -447,7 +447,7 @@ def alert_list_api(request, project_pk):
 @api_view(["POST"])
 def alert_acknowledge_api(request, project_pk, pk):
     project = get_project_for_user(request.user, project_pk, capability=Capability.VIEW)
-    if not (role_can(project.role, Capability.TRAIN) or role_can(project.role, Capability.DECIDE)):
+    if not role_can(project.role, Capability.STEER):
         raise PermissionDenied(
             f"Your role ({project.role_label}) may not acknowledge alerts in this project."
         )

@@ -267,7 +267,7 @@ def queue_item_priority(request, project_pk, pk):
 # Who may acknowledge an alert: whoever acts on a model, by training it (data
 # scientists) or by deciding on it (product managers); owners do both.
 def _may_acknowledge(project):
-    return role_can(project.role, Capability.TRAIN) or role_can(project.role, Capability.DECIDE)
+    return role_can(project.role, Capability.STEER)
 
 
 @login_required

@@ -504,3 +504,8 @@ def test_surfacing_page_access(team, surfacing_world, who, method, name, keys, c
 @pytest.mark.parametrize(("method", "path", "capability", "data"), SURFACING_API)
 def test_surfacing_api_access(team, surfacing_world, who, method, path, capability, data):
     test_api_access(team, surfacing_world, who, method, path, capability, data)
+
+
+def test_steering_is_for_those_who_train_or_decide():
+    steer = CAPABILITIES[Capability.STEER]
+    assert steer == CAPABILITIES[Capability.TRAIN] | CAPABILITIES[Capability.DECIDE]

@@ -374,7 +374,7 @@ class IterationViewSet(
         iteration = self._iteration(Capability.VIEW)
         role = iteration.project.role
         # As on the iteration page: those who train or decide may drop a hypothesis.
-        if not (role_can(role, Capability.TRAIN) or role_can(role, Capability.DECIDE)):
+        if not role_can(role, Capability.STEER):
             raise PermissionDenied(
                 f"Your role ({iteration.project.role_label}) may not abandon iterations in "
                 "this project."

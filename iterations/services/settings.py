@@ -61,7 +61,7 @@ def settings_editable(role) -> set[str]:
     editable = set()
     if role_can(role, Capability.DECIDE):
         editable.update(VALUE_FIELDS)
-    if role_can(role, Capability.DECIDE) or role_can(role, Capability.TRAIN):
+    if role_can(role, Capability.STEER):
         editable.update(LOOP_FIELDS)
     return editable
 

@@ -280,7 +280,7 @@ def iteration_decide_view(request, project_pk, pk):
 @require_POST
 def iteration_abandon_view(request, project_pk, pk):
     project, iteration = _get_iteration(request, project_pk, pk)
-    if not (role_can(project.role, Capability.TRAIN) or role_can(project.role, Capability.DECIDE)):
+    if not role_can(project.role, Capability.STEER):
         raise PermissionDenied(
             f"Your role ({project.role_label}) may not abandon iterations in this project."
         )
