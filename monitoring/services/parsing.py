@@ -5,6 +5,7 @@ import io
 import json
 from dataclasses import dataclass, field
 
+import orjson
 import pandas as pd
 
 MAX_ROWS = 100_000
@@ -139,12 +140,12 @@ def read_body(
         if len(lines) > max_rows:
             raise too_many(len(lines))
         try:
-            records = json.loads(b"[" + b",".join(lines) + b"]")
+            records, finite = _loads(b"[" + b",".join(lines) + b"]")
         except ValueError:
             _raise_bad_json_line(lines, row_offset)
     else:
         try:
-            records = json.loads(body)
+            records, finite = _loads(body)
         except ValueError as exc:
             raise IngestError(
                 f"The body is not valid JSON: {exc}.", field="body", status=400
@@ -164,7 +165,35 @@ def read_body(
     errors.raise_if_any()
     if not records:
         raise IngestError("The batch is empty.", field="body")
-    return pd.DataFrame.from_records(records)
+    frame = pd.DataFrame.from_records(records)
+    # Slices and copies of the frame keep it (pandas carries ``attrs``).
+    frame.attrs[FINITE_JSON] = finite
+    return frame
+
+
+# ``frame.attrs[FINITE_JSON]``: the rows were read by orjson, so every number
+# in them is finite and every integer fits in 64 bits; they can be written
+# back with orjson, whose writer would turn NaN or infinity into null rather
+# than refuse them.
+FINITE_JSON = "finite_json"
+
+# Maps every digit to "0" and every other byte to a space: twenty zeros in a
+# row then mean an integer orjson would read as a float, losing digits.
+_DIGITS = bytes(ord("0") if chr(i).isdigit() and i < 128 else ord(" ") for i in range(256))
+
+
+def _loads(body: bytes):
+    """``(value, finite)``: orjson reads the usual body ~3× faster than the
+    json module. The json module decides whatever orjson refuses (NaN and
+    Infinity, which Python clients write, then get row-level errors; its
+    messages for broken JSON) and bodies with integers longer than 19
+    digits, which it keeps exact."""
+    if b"0" * 20 not in body.translate(_DIGITS):
+        try:
+            return orjson.loads(body), True
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(body), False
 
 
 def _raise_bad_json_line(lines, row_offset):

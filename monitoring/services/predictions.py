@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from itertools import repeat
 
 import numpy as np
+import orjson
 import pandas as pd
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
@@ -35,7 +36,7 @@ from psycopg.pq import Format
 from iterations.models import ModelVersion
 
 from ..models import PredictionLog
-from .parsing import MAX_ERRORS_LISTED, IngestError, RowErrors
+from .parsing import FINITE_JSON, MAX_ERRORS_LISTED, IngestError, RowErrors
 
 PROBABILITY_TOLERANCE = 0.01
 REQUIRED = ("request_id", "timestamp", "model_version", "predicted")
@@ -53,12 +54,12 @@ class Batch:
     request_ids: list
     timestamps: list  # aware datetimes
     version_ids: list
-    data: list  # JSON text
+    data: list  # JSON text (str, or UTF-8 bytes)
     predicted: list
     probabilities: list  # JSON text
     confidence: list
     latency: list  # float or None
-    segments: list  # JSON text or None
+    segments: list  # JSON text (str, or UTF-8 bytes) or None
     rows: list  # 1-based row numbers, for error messages
     # The parsed values, for the portable path's comparison with stored rows.
     data_values: list
@@ -87,14 +88,15 @@ def prediction_logs_ingest(*, project, frame, fmt, row_offset=0) -> dict:
     now = timezone.now()
     with transaction.atomic():
         if connection.vendor == "postgresql":
+            versions = _hold_keys(project)
             try:
                 with transaction.atomic():
-                    stored = _copy_new(project, frame, fmt, row_offset, now)
+                    stored = _copy_new(project, frame, fmt, row_offset, now, versions)
                 return {"stored": stored, "already_stored": 0}
             except IntegrityError:
                 pass  # a request id is stored already (or repeated in the batch)
             batch = predictions_prepare(
-                project=project, frame=frame, fmt=fmt, row_offset=row_offset
+                project=project, frame=frame, fmt=fmt, row_offset=row_offset, versions=versions
             )
             stored = _write_postgres_staged(project, batch, now)
         else:
@@ -108,6 +110,27 @@ def prediction_logs_ingest(*, project, frame, fmt, row_offset=0) -> dict:
 def project_versions(project):
     """Version number -> ModelVersion id."""
     return dict(ModelVersion.objects.filter(project=project).values_list("number", "id"))
+
+
+def _hold_keys(project):
+    """``project_versions``, with the project's row and its versions' rows
+    held FOR KEY SHARE until the transaction ends: what the log table's
+    foreign-key checks would take for every row (``PredictionLog``), taken
+    once for the batch. A concurrent delete of the project or a version
+    waits for this batch's COMMIT, then finds its logs."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id FROM {project._meta.db_table} WHERE id = %s FOR KEY SHARE",  # noqa: S608
+            [project.pk],
+        )
+        if cursor.fetchone() is None:
+            raise IngestError("The project no longer exists.", field="project", status=404)
+        cursor.execute(
+            f"SELECT number, id FROM {ModelVersion._meta.db_table}"  # noqa: S608
+            " WHERE project_id = %s FOR KEY SHARE",
+            [project.pk],
+        )
+        return dict(cursor.fetchall())
 
 
 def predictions_prepare(*, project, frame, fmt, row_offset=0, classes=None, versions=None) -> Batch:
@@ -141,8 +164,9 @@ def predictions_prepare(*, project, frame, fmt, row_offset=0, classes=None, vers
     )
     matrix = _probabilities(probabilities, classes, errors, csv=fmt == "csv")
     latency = _latency(frame.get("latency_ms"), errors)
-    data_json = _dumps_column(data, "data", errors)
-    segment_json = _dumps_column(segments, "segment", errors)
+    finite = fmt != "csv" and frame.attrs.get(FINITE_JSON, False)
+    data_json = _dumps_column(data, "data", errors, finite=finite)
+    segment_json = _dumps_column(segments, "segment", errors, finite=finite)
     errors.raise_if_any()
 
     return Batch(
@@ -396,18 +420,32 @@ def _latency(column, errors):
 _ENCODE = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 
 
-def _dumps_column(values, name, errors):
+def _dumps_column(values, name, errors, *, finite=False):
     """JSON text of each value. NaN, infinity and the NUL character are
-    refused: Python's JSON reader accepts them, PostgreSQL's jsonb does not."""
-    encode = _ENCODE
+    refused: Python's JSON reader accepts them, PostgreSQL's jsonb does not.
+
+    ``finite``: the values were read by orjson (``parsing.FINITE_JSON``),
+    so they hold no NaN or infinity and orjson writes them, as UTF-8 bytes,
+    ~5× faster than the json module."""
     try:
-        out = [None if v is None else encode(v) for v in values]
-    except (ValueError, TypeError):
+        if finite:
+            dumps = orjson.dumps
+            out = [None if v is None else dumps(v) for v in values]
+            nul = b"\\u0000"
+        else:
+            encode = _ENCODE
+            out = [None if v is None else encode(v) for v in values]
+            nul = "\\u0000"
+    except (ValueError, TypeError):  # orjson.JSONEncodeError is a TypeError
         return _dumps_one_by_one(values, name, errors)
     for position, text in enumerate(out):
-        if text is not None and "\\u0000" in text:
-            errors.add(position, name, text, "contains a NUL character (\\u0000)")
+        if text is not None and nul in text:
+            errors.add(position, name, _text(text), "contains a NUL character (\\u0000)")
     return out
+
+
+def _text(json_text):
+    return json_text if isinstance(json_text, str) else json_text.decode("utf-8")
 
 
 def _dumps_one_by_one(values, name, errors):
@@ -444,7 +482,7 @@ class _JsonTextDumper(Dumper):
     oid = postgres.types["jsonb"].oid
 
     def dump(self, obj):
-        return b"\x01" + obj.encode("utf-8")
+        return b"\x01" + (obj if isinstance(obj, bytes) else obj.encode("utf-8"))
 
 
 _STAGE = "monitoring_ingest_stage"
@@ -512,7 +550,7 @@ def _table_rows(project, batch, now):
     )
 
 
-def _copy_new(project, frame, fmt, row_offset, now):
+def _copy_new(project, frame, fmt, row_offset, now, versions):
     """COPY the batch straight into the log table, checking it slice by slice.
 
     1. One COPY stays open; each slice is checked, then written into it.
@@ -526,7 +564,7 @@ def _copy_new(project, frame, fmt, row_offset, now):
        which tells "already stored" from "stored with other content".
     """
     failed = []
-    classes, versions = project_classes(project), project_versions(project)
+    classes = project_classes(project)
     with connection.cursor() as cursor:
         cursor.adapters.register_dumper(None, _JsonTextDumper)
         names = ", ".join(name for name, _ in _TABLE_COLUMNS)
@@ -693,12 +731,12 @@ def _write_portable(project, batch, now):
             ids[i],
             ops.adapt_datetimefield_value(batch.timestamps[i]),
             batch.version_ids[i],
-            batch.data[i],
+            _text(batch.data[i]),
             batch.predicted[i],
             batch.probabilities[i],
             batch.confidence[i],
             latency[i],
-            batch.segments[i],
+            None if batch.segments[i] is None else _text(batch.segments[i]),
             received,
         )
         for i in new

@@ -282,3 +282,30 @@ def test_a_batch_partly_stored_stores_the_rest(team, versions, key_client, monke
     response = post_json(client, URL.format(team.project.pk), [log_row(i) for i in range(5)])
     assert response.json() == {"stored": 4, "already_stored": 1}
     assert PredictionLog.objects.count() == 5
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # orjson reads these bodies (the fast path) ...
+        {"review": 'Ünïcode ✓ "quoted" \\ back', "stars": 4, "tags": ["a", None, True]},
+        # ... a 25-digit integer sends the body to the json module, which keeps it exact.
+        {"review": "big", "order": 1234567890123456789012345},
+    ],
+)
+def test_data_is_stored_exactly_as_sent(team, versions, key_client, data):
+    response = post_json(
+        key_client("ingest"), URL.format(team.project.pk), [log_row(1, data=data), log_row(2)]
+    )
+    assert response.json() == {"stored": 2, "already_stored": 0}
+    assert PredictionLog.objects.get(request_id="req-1").data == data
+
+
+def test_infinity_in_data_is_a_row_error_not_null(team, versions, key_client):
+    # 1e400 reads as infinity in Python's json module; orjson refuses the body,
+    # and the json module's reading then names the row.
+    rows = json.dumps([log_row(1, data={"stars": "INF"}), log_row(2)]).replace('"INF"', "1e400")
+    body = _refused(team, key_client("ingest"), rows)
+    assert (body["errors"][0]["row"], body["field"]) == (1, "data")
+    assert "cannot be stored as JSON" in body["errors"][0]["message"]
+    assert not PredictionLog.objects.exists()
