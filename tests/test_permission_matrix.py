@@ -106,6 +106,7 @@ API = [
     ("patch", "/api/v1/projects/{p}/queue/{item}/", Q, {"priority": 5}),
     ("post", "/api/v1/projects/{p}/queue/next/", L, {}),
     ("post", "/api/v1/projects/{p}/queue/submit/", L, {"sample": "{s}", "label": "great"}),
+    ("post", "/api/v1/projects/{p}/queue/submit-next/", L, {"sample": "{s}", "label": "great"}),
     ("get", "/api/v1/projects/{p}/labels/", V, None),
     ("get", "/api/v1/projects/{p}/consensus/", V, None),
     ("post", "/api/v1/projects/{p}/samples/{s}/adjudicate/", A, {"label": "great"}),

@@ -37,7 +37,12 @@ from ..permissions import (
     remember_membership,
 )
 from ..services import raw
-from ..services.annotations import AnnotationError, annotation_submit, label_class_resolve
+from ..services.annotations import (
+    AnnotationError,
+    annotation_submit,
+    annotation_submit_and_next,
+    label_class_resolve,
+)
 from ..services.queue import queue_item_update, queue_next
 from .base import ProjectScopedMixin
 
@@ -171,6 +176,15 @@ class SubmitSerializer(serializers.Serializer):
     )
 
 
+class SubmitNextSerializer(SubmitSerializer):
+    exclude = serializers.ListField(
+        child=serializers.IntegerField(min_value=1),
+        required=False,
+        max_length=10,
+        help_text="Queue item ids not to hand out next (as for next).",
+    )
+
+
 class AnnotationSerializer(serializers.ModelSerializer):
     external_id = serializers.CharField(source="sample.external_id", read_only=True)
     annotator = serializers.CharField(source="annotator.username", read_only=True)
@@ -195,6 +209,15 @@ class AnnotationSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = fields
+
+
+class SubmitNextResultSerializer(serializers.Serializer):
+    annotation = AnnotationSerializer(help_text="The label (or skip) just recorded.")
+    next = NextSerializer(
+        allow_null=True,
+        help_text="The sample to label next, as next hands it out; null when nothing is "
+        "left for you.",
+    )
 
 
 class QueueCursorPagination(IdCursorPagination):
@@ -229,7 +252,8 @@ class QueueViewSet(
     viewsets.GenericViewSet,
 ):
     """The project's work queue. Anyone in the project reads it; data scientists
-    and owners reprioritise; annotators take the next sample and submit labels."""
+    and owners reprioritise; annotators take the next sample and submit labels
+    (or both at once: submit-next)."""
 
     queryset = QueueItem.objects.none()
     serializer_class = QueueItemSerializer
@@ -237,7 +261,7 @@ class QueueViewSet(
 
     @classmethod
     def as_view(cls, actions=None, **initkwargs):
-        """next and submit answer plain token requests without DRF's
+        """next, submit and submit-next answer plain token requests without DRF's
         request/response machinery (see ``_without_drf``); everything else,
         and every error, goes through the DRF actions below, which the
         OpenAPI schema describes."""
@@ -339,6 +363,30 @@ class QueueViewSet(
         annotation.annotator = request.user
         return Response(_ANNOTATION_OUT.to_representation(annotation), status=201)
 
+    @extend_schema(
+        summary="Submit a label (or a skip) and take the next sample",
+        description="submit, then next, in one request and one transaction: the annotation "
+        "is appended exactly as submit appends it, and the next sample handed out exactly as "
+        "next hands it out (the same lease, overlap and `exclude` rules). `next` is null when "
+        "nothing is left for you. A refused submission writes nothing and hands out nothing.",
+        parameters=[PROJECT_PARAM],
+        request=SubmitNextSerializer,
+        responses={201: SubmitNextResultSerializer},
+    )
+    @action(detail=False, methods=["post"], url_path="submit-next")
+    def submit_next(self, request, *args, **kwargs):
+        project = self.get_project(Capability.LABEL)
+        data = _plain_submit_next(request.data)
+        if data is None:
+            serializer = SubmitNextSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            data = serializer.validated_data
+        try:
+            annotation, lease = _submit_and_next(request.user, project, data)
+        except AnnotationError as exc:
+            raise ValidationError({exc.field or "non_field_errors": [str(exc)]}) from exc
+        return Response(_submit_next_out(annotation, lease), status=201)
+
 
 # The hot path ("next" + "submit", once per label) answers with these shared
 # instances: a DRF serializer builds its fields on first use, and a
@@ -438,7 +486,44 @@ def _submit_without_drf(request, user, project, body):
     return _drf_json(_ANNOTATION_OUT.to_representation(annotation), status.HTTP_201_CREATED)
 
 
-_WITHOUT_DRF = {"next": _next_without_drf, "submit": _submit_without_drf}
+def _submit_and_next(user, project, data):
+    annotation, lease = annotation_submit_and_next(
+        project=project,
+        user=user,
+        sample=data["sample"],
+        label=data.get("label"),
+        skip=data["skip"],
+        seconds=data.get("seconds"),
+        exclude_item_ids=data.get("exclude", ()),
+    )
+    annotation.annotator = user
+    return annotation, lease
+
+
+def _submit_next_out(annotation, lease):
+    """What ``SubmitNextResultSerializer`` gives for the pair (see _NEXT_OUT)."""
+    return {
+        "annotation": _ANNOTATION_OUT.to_representation(annotation),
+        "next": None if lease is None else _NEXT_OUT.to_representation(lease),
+    }
+
+
+def _submit_next_without_drf(request, user, project, body):
+    data = _plain_submit_next(body)
+    if data is None:
+        return None
+    try:
+        annotation, lease = _submit_and_next(user, project, data)
+    except AnnotationError:
+        return None  # nothing was written; the DRF action answers with the error
+    return _drf_json(_submit_next_out(annotation, lease), status.HTTP_201_CREATED)
+
+
+_WITHOUT_DRF = {
+    "next": _next_without_drf,
+    "submit": _submit_without_drf,
+    "submit_next": _submit_next_without_drf,
+}
 _RENDERER = JSONRenderer()
 
 
@@ -454,6 +539,18 @@ def _plain_exclude(data):
     if plain and all(type(pk) is int and pk >= 1 for pk in exclude):
         return exclude
     return None
+
+
+def _plain_submit_next(data):
+    """SubmitNextSerializer's validated data for a plainly valid body, else None."""
+    if type(data) is not dict or "exclude" not in data:
+        return _plain_submit(data)
+    exclude = _plain_exclude({"exclude": data["exclude"]})
+    out = _plain_submit({key: value for key, value in data.items() if key != "exclude"})
+    if exclude is None or out is None:
+        return None
+    out["exclude"] = exclude
+    return out
 
 
 def _plain_submit(data):

@@ -9,6 +9,7 @@ from django.utils import timezone
 from ..models import Annotation, LabelClass, Lease, Sample
 from . import raw
 from .consensus import consensus_of
+from .queue import queue_next, queue_next_in_transaction
 
 # Longer than any honest look at one sample: a tab left open over lunch
 # would otherwise dominate the time-per-label statistics.
@@ -176,6 +177,45 @@ def annotation_submit(*, project, user, sample, label=None, skip=False, seconds=
     ``seconds`` is the time spent as measured by the page; when the page could
     not measure it (no JavaScript), the time since the lease was handed out.
     """
+    annotation, _ = _submit(
+        project=project, user=user, sample=sample, label=label, skip=skip, seconds=seconds
+    )
+    return annotation
+
+
+def annotation_submit_and_next(
+    *, project, user, sample, label=None, skip=False, seconds=None, exclude_item_ids=()
+) -> tuple[Annotation, Lease | None]:
+    """``annotation_submit``, then ``queue_next`` for the same user, in one
+    transaction: the annotation and the lease on the sample to label next
+    (None when nothing is left), what an annotator's script asks for per
+    label. A refused submission (``AnnotationError``) writes nothing and
+    hands out nothing.
+
+    The next sample is chosen after the label's writes, so it is never the
+    sample just answered, and exactly as ``queue_next`` chooses (a live lease
+    the user still holds first, ``exclude_item_ids`` passed over, the
+    overlap kept). On PostgreSQL that is the same single statement, run on
+    the submit's connection inside its transaction; on SQLite inside the
+    same BEGIN IMMEDIATE transaction. Either way the pair usually costs one
+    commit instead of two. When that pick only released expired leases, it
+    is asked again after the commit, as ``queue_next`` would
+    (``queue_next_in_transaction`` says why not before).
+    """
+    return _submit(
+        project=project,
+        user=user,
+        sample=sample,
+        label=label,
+        skip=skip,
+        seconds=seconds,
+        then_next=tuple(exclude_item_ids),
+    )
+
+
+def _submit(*, project, user, sample, label, skip, seconds, then_next=None):
+    """``annotation_submit``; with ``then_next`` (excluded item ids) also
+    ``queue_next_in_transaction`` before the commit. (annotation, lease or None)."""
     given = sample if isinstance(sample, Sample) else None
     if given is not None and given.project_id != project.id:
         raise AnnotationError(
@@ -278,6 +318,15 @@ def annotation_submit(*, project, user, sample, label=None, skip=False, seconds=
         else:
             annotation_id = _write_portable(cursor, params)
 
+        lease, ask_again = None, False
+        if then_next is not None:
+            lease, ask_again = queue_next_in_transaction(
+                cursor, project=project, user=user, exclude_item_ids=then_next, now=now, conn=conn
+            )
+    if ask_again:
+        # Only expired leases were swept; their items are free once committed.
+        lease = queue_next(project=project, user=user, exclude_item_ids=then_next)
+
     annotation = raw.instance(
         Annotation,
         [annotation_id, project.pk, sample_id, user.pk, kind, class_id, "human", seconds]
@@ -297,7 +346,7 @@ def annotation_submit(*, project, user, sample, label=None, skip=False, seconds=
             LabelClass, [class_id, project.pk, class_name], fields=_CLASS_FIELDS, conn=conn
         )
     )
-    return annotation
+    return annotation, lease
 
 
 _SAMPLE_FIELDS = ("id", "project_id", "external_id", "revision", "consensus_state")

@@ -236,16 +236,67 @@ def queue_next(*, project, user, exclude_item_ids=()) -> Lease | None:
     exclude = [int(pk) for pk in exclude_item_ids if pk is not None]
     conn = raw.db()
     if conn.vendor == "postgresql":
-        params = _next_params(project=project, user=user, exclude=exclude, now=now)
         with raw.prepared_cursor(conn) as cursor:
-            cursor.execute(_NEXT_POSTGRESQL, params)
-            swept, *row = cursor.fetchone()
-            if row[0] is None and swept:
-                # Only expired leases were found: their items are free now.
-                cursor.execute(_NEXT_POSTGRESQL, params)
-                swept, *row = cursor.fetchone()
-        return None if row[0] is None else _lease_from_row(row, conn)
+            return _next_postgresql(
+                cursor, conn, project=project, user=user, exclude=exclude, now=now
+            )
     return _queue_next_portable(project=project, user=user, exclude=exclude, now=now)
+
+
+def queue_next_in_transaction(cursor, *, project, user, exclude_item_ids=(), now, conn):
+    """``queue_next`` inside the caller's transaction, on its cursor: what
+    ``annotation_submit_and_next`` runs after the label's writes, so the
+    label and the next lease commit together (one commit instead of two).
+    Returns (lease or None, ask_again): with ``ask_again`` the caller calls
+    ``queue_next`` once more after its commit.
+
+    The caller must be inside ``transaction.atomic()`` and, on SQLite, hold
+    the write lock (BEGIN IMMEDIATE, as every transaction of the project
+    does). Same answers as ``queue_next``; on PostgreSQL the same statement,
+    which takes every row lock with SKIP LOCKED. Run after locks the caller
+    already holds (its sample row, that sample's queue items), it must add
+    no wait, or the two could close a cycle with another submit:
+
+    - It updates no queue item the caller's transaction updated before,
+      except items of the caller's own sample. PostgreSQL re-checks a
+      row's foreign keys when the transaction that created its current
+      version updates it again (Django's deferred constraints: at commit),
+      and the check on ``queueitem.sample_id`` takes a key-share lock on the
+      sample row: a wait for whoever submits that sample, while that
+      submit may be waiting for a lease this transaction swept.
+    - Hence no second run in the same transaction when the first only swept
+      expired leases (``queue_next`` runs it again at once, as a statement
+      of its own, and may pick an item the sweep freed): ``ask_again``
+      instead, and the caller's commit comes first.
+    """
+    exclude = [int(pk) for pk in exclude_item_ids if pk is not None]
+    if conn.vendor == "postgresql":
+        params = _next_params(project=project, user=user, exclude=exclude, now=now)
+        cursor.execute(_NEXT_POSTGRESQL, params)
+        swept, *row = cursor.fetchone()
+        if row[0] is None:
+            return None, bool(swept)
+        return _lease_from_row(row, conn), False
+    params = _portable_params(project=project, user=user, now=now)
+    held = _held_portable(cursor, params, exclude)
+    if held is not None:
+        return held, False
+    return _take_portable(
+        cursor, params, project=project, user=user, exclude=exclude, now=now
+    ), False
+
+
+def _next_postgresql(cursor, conn, *, project, user, exclude, now):
+    params = _next_params(project=project, user=user, exclude=exclude, now=now)
+    cursor.execute(_NEXT_POSTGRESQL, params)
+    swept, *row = cursor.fetchone()
+    if row[0] is None and swept:
+        # Only expired leases were found: their items are free now. (A
+        # statement of its own, hence a transaction of its own: see
+        # queue_next_in_transaction.)
+        cursor.execute(_NEXT_POSTGRESQL, params)
+        swept, *row = cursor.fetchone()
+    return None if row[0] is None else _lease_from_row(row, conn)
 
 
 def _not_in(column, values, params):
@@ -259,57 +310,73 @@ def _not_in(column, values, params):
     return f" AND {column} NOT IN ({', '.join(names)})"
 
 
-def _queue_next_portable(*, project, user, exclude, now):
-    """Steps 1-4 as separate statements; correct where writers are serialised
-    (SQLite's BEGIN IMMEDIATE)."""
-    params = {
+def _portable_params(*, project, user, now):
+    return {
         "project": project.pk,
         "user": user.pk,
         "now": raw.adapt_datetime(now),
         "overlap": project.overlap,
     }
+
+
+def _queue_next_portable(*, project, user, exclude, now):
+    """Steps 1-4 as separate statements; correct where writers are serialised
+    (SQLite's BEGIN IMMEDIATE). The held-lease check reads outside the write
+    lock: asking again for the same sample takes no lock."""
+    params = _portable_params(project=project, user=user, now=now)
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT {raw.columns(Lease, 'l')}, {_ITEM_AND_SAMPLE} FROM labelling_lease l"  # noqa: S608
-            " JOIN labelling_queueitem q ON q.id = l.item_id"
-            " JOIN labelling_sample s ON s.id = q.sample_id"
-            " WHERE l.project_id = %(project)s AND l.user_id = %(user)s"
-            f" AND l.expires_at > %(now)s{_not_in('l.item_id', exclude, params)}"
-            " ORDER BY l.id LIMIT 1",
-            params,
-        )
-        row = cursor.fetchone()
-    if row is not None:
-        return _lease_from_row(row, connection)
-    expires_at = now + timedelta(seconds=project.lease_seconds)
+        held = _held_portable(cursor, params, exclude)
+    if held is not None:
+        return held
     with raw.one_writer(), transaction.atomic(), connection.cursor() as cursor:
-        _release_expired(cursor, now=now, project_id=project.pk)
-        cursor.execute(
-            f"SELECT {_ITEM_AND_SAMPLE} FROM labelling_queueitem q"  # noqa: S608
-            " JOIN labelling_sample s ON s.id = q.sample_id"
-            " WHERE q.project_id = %(project)s AND q.state = 'open'"
-            " AND q.claims < %(overlap)s"
-            " AND NOT EXISTS (SELECT 1 FROM labelling_annotation a"
-            "  WHERE a.sample_id = q.sample_id AND a.annotator_id = %(user)s)"
-            " AND NOT EXISTS (SELECT 1 FROM labelling_lease l"
-            "  WHERE l.item_id = q.id AND l.user_id = %(user)s)"
-            f"{_not_in('q.id', exclude, params)}"
-            " ORDER BY q.priority DESC, q.id LIMIT 1",
-            params,
-        )
-        row = cursor.fetchone()
-        if row is None:
-            return None
-        item_id = row[0]
-        cursor.execute(
-            "INSERT INTO labelling_lease (item_id, project_id, user_id, created_at, expires_at)"
-            " VALUES (%s, %s, %s, %s, %s) RETURNING id",
-            [item_id, project.pk, user.pk, params["now"], raw.adapt_datetime(expires_at)],
-        )
-        (lease_id,) = cursor.fetchone()
-        cursor.execute(
-            "UPDATE labelling_queueitem SET claims = claims + 1 WHERE id = %s", [item_id]
-        )
+        return _take_portable(cursor, params, project=project, user=user, exclude=exclude, now=now)
+
+
+def _held_portable(cursor, params, exclude):
+    """Step 1: the user's live lease outside ``exclude``, or None."""
+    params = dict(params)
+    cursor.execute(
+        f"SELECT {raw.columns(Lease, 'l')}, {_ITEM_AND_SAMPLE} FROM labelling_lease l"  # noqa: S608
+        " JOIN labelling_queueitem q ON q.id = l.item_id"
+        " JOIN labelling_sample s ON s.id = q.sample_id"
+        " WHERE l.project_id = %(project)s AND l.user_id = %(user)s"
+        f" AND l.expires_at > %(now)s{_not_in('l.item_id', exclude, params)}"
+        " ORDER BY l.id LIMIT 1",
+        params,
+    )
+    row = cursor.fetchone()
+    return None if row is None else _lease_from_row(row, cursor.db)
+
+
+def _take_portable(cursor, params, *, project, user, exclude, now):
+    """Steps 2-4, inside a transaction holding the write lock."""
+    params = dict(params)
+    expires_at = now + timedelta(seconds=project.lease_seconds)
+    _release_expired(cursor, now=now, project_id=project.pk)
+    cursor.execute(
+        f"SELECT {_ITEM_AND_SAMPLE} FROM labelling_queueitem q"  # noqa: S608
+        " JOIN labelling_sample s ON s.id = q.sample_id"
+        " WHERE q.project_id = %(project)s AND q.state = 'open'"
+        " AND q.claims < %(overlap)s"
+        " AND NOT EXISTS (SELECT 1 FROM labelling_annotation a"
+        "  WHERE a.sample_id = q.sample_id AND a.annotator_id = %(user)s)"
+        " AND NOT EXISTS (SELECT 1 FROM labelling_lease l"
+        "  WHERE l.item_id = q.id AND l.user_id = %(user)s)"
+        f"{_not_in('q.id', exclude, params)}"
+        " ORDER BY q.priority DESC, q.id LIMIT 1",
+        params,
+    )
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    item_id = row[0]
+    cursor.execute(
+        "INSERT INTO labelling_lease (item_id, project_id, user_id, created_at, expires_at)"
+        " VALUES (%s, %s, %s, %s, %s) RETURNING id",
+        [item_id, project.pk, user.pk, params["now"], raw.adapt_datetime(expires_at)],
+    )
+    (lease_id,) = cursor.fetchone()
+    cursor.execute("UPDATE labelling_queueitem SET claims = claims + 1 WHERE id = %s", [item_id])
     values = {"id": lease_id, "item_id": item_id, "project_id": project.pk, "user_id": user.pk}
     values.update(created_at=now, expires_at=expires_at)
     lease = raw.instance(Lease, [values[name] for name in _LEASE_COLS])

@@ -9,7 +9,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
 
-from labelling.api.queue import AnnotationSerializer, NextSerializer
+from labelling.api.queue import AnnotationSerializer, NextSerializer, SubmitNextResultSerializer
 from labelling.models import Annotation, Lease, Membership, QueueItem
 from labelling.services.annotations import annotation_submit
 from labelling.services.queue import queue_add
@@ -449,3 +449,154 @@ def test_plain_token_requests_do_not_go_through_drf(team, queued):
         payload = {"sample": body["sample"]["id"], "label": "great"}
         response = client.post(f"{base(team)}/queue/submit/", payload, format="json")
     assert response.status_code == 201
+
+
+def submit_next(client, team, payload):
+    return client.post(f"{base(team)}/queue/submit-next/", payload, format="json")
+
+
+def test_submit_next_records_the_label_and_hands_out_the_following_sample(team, queued):
+    client = token_client(team.users["expert"])
+    first = client.post(f"{base(team)}/queue/next/", {}, format="json").json()
+    assert first["sample"]["id"] == queued[1].pk
+    response = submit_next(client, team, {"sample": queued[1].pk, "label": "great", "seconds": 3})
+    assert response.status_code == 201
+    body = response.json()
+    assert body["annotation"]["label_name"] == "great" and body["annotation"]["seconds"] == 3
+    assert body["annotation"]["sample"] == queued[1].pk
+    assert body["next"]["sample"]["id"] == queued[2].pk  # priority 3 after 5
+    assert QueueItem.objects.get(sample=queued[1]).state == "done"
+    lease = Lease.objects.get()
+    assert lease.pk == body["next"]["lease"] and lease.item.sample_id == queued[2].pk
+    assert lease.item.claims == 1
+    # A skip, then the last one, then nothing is left: next is null.
+    body = submit_next(client, team, {"sample": queued[2].pk, "skip": True}).json()
+    assert body["annotation"]["kind"] == "skip" and body["next"]["sample"]["id"] == queued[0].pk
+    body = submit_next(client, team, {"sample": queued[0].pk, "label": "other"}).json()
+    assert body["annotation"]["label_name"] == "other" and body["next"] is None
+    assert not Lease.objects.exists()
+    assert Annotation.objects.filter(annotator=team.users["expert"]).count() == 3
+    assert AuditEvent.objects.filter(action="annotation.create").count() == 3
+
+
+def test_submit_next_keeps_next_rules_held_lease_exclude_and_overlap(team, queued):
+    client = token_client(team.users["expert"])
+    top = client.post(f"{base(team)}/queue/next/", {}, format="json").json()
+    second = client.post(
+        f"{base(team)}/queue/next/", {"exclude": [top["item"]["id"]]}, format="json"
+    ).json()  # the page's prefetch: two leases
+    # Answering the top one hands back the lease still held, not a third sample.
+    body = submit_next(client, team, {"sample": queued[1].pk, "label": "great"}).json()
+    assert body["next"]["lease"] == second["lease"]
+    # Excluding it (it is on screen) takes the remaining sample instead.
+    body = submit_next(
+        client,
+        team,
+        {"sample": queued[0].pk, "label": "great", "exclude": [second["item"]["id"]]},
+    ).json()
+    assert body["annotation"]["sample"] == queued[0].pk and body["next"] is None
+    # Another annotator gets nothing held by someone (overlap 1).
+    other = token_client(team.users["data_scientist"])
+    body = submit_next(other, team, {"sample": queued[1].pk, "label": "other"}).json()
+    assert body["next"] is None
+    assert Lease.objects.get().pk == second["lease"]
+
+
+def test_submit_next_answers_exactly_what_the_serializers_say_on_both_paths(team, queued):
+    # Token requests with plain bodies skip DRF; a forced login, and a body
+    # only the serializer accepts, go through it. Same bytes either way.
+    fast, drf = token_client(team.users["expert"]), api(team, "owner")
+    payloads = [
+        (fast, {"sample": queued[1].pk, "label": "great", "seconds": 1}),
+        (drf, {"sample": queued[2].pk, "label": "other", "seconds": 1}),
+        (fast, {"sample": str(queued[0].pk), "skip": True, "exclude": [10**6]}),  # a string id
+        (drf, {"sample": queued[0].pk, "skip": True}),
+    ]
+    nexts = []
+    for client, payload in payloads:
+        response = submit_next(client, team, payload)
+        assert response.status_code == 201
+        assert response["Content-Type"] == "application/json"
+        assert (response["Vary"], response["Allow"]) == ("Accept", "POST, OPTIONS")
+        body = response.json()
+        annotation = Annotation.objects.select_related("sample", "annotator", "label").get(
+            pk=body["annotation"]["id"]
+        )
+        lease = (
+            None
+            if body["next"] is None
+            else Lease.objects.select_related("item__sample").get(pk=body["next"]["lease"])
+        )
+        expected = SubmitNextResultSerializer({"annotation": annotation, "next": lease}).data
+        assert response.content == JSONRenderer().render(expected)
+        nexts.append(body["next"])
+    # Both shapes of the answer were compared: a next sample, and none left.
+    assert nexts[0] is not None and nexts[-1] is None
+
+
+@pytest.mark.parametrize("client_kind", ["token", "drf"])
+@pytest.mark.parametrize(
+    ("payload", "field", "message"),
+    [
+        ({"label": "refunds"}, "label", "Unknown label 'refunds'"),
+        ({"label": "great", "sample": 10**9}, "sample", "No sample with id 1000000000"),
+        ({"label": "great", "skip": True}, "label", "Give a label or skip, not both."),
+        ({"label": "great", "exclude": [0]}, "exclude.0", None),
+        ({"label": "great", "exclude": "x"}, "exclude", None),
+    ],
+)
+def test_submit_next_with_bad_input_writes_nothing_and_hands_out_nothing(
+    team, queued, client_kind, payload, field, message
+):
+    client = token_client(team.users["expert"]) if client_kind == "token" else api(team, "expert")
+    held = client.post(f"{base(team)}/queue/next/", {}, format="json").json()
+    before = list(QueueItem.objects.order_by("id").values_list("claims", "labels_done", "state"))
+    response = submit_next(client, team, {"sample": queued[1].pk, **payload})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["field"] == field
+    if message:
+        assert body["message"].startswith(message)
+    assert not Annotation.objects.exists()
+    assert list(Lease.objects.values_list("pk", flat=True)) == [held["lease"]]
+    after = list(QueueItem.objects.order_by("id").values_list("claims", "labels_done", "state"))
+    assert after == before
+    assert not AuditEvent.objects.filter(action="annotation.create").exists()
+
+
+def test_submit_next_refuses_anonymous_wrong_role_and_outsiders(team, queued):
+    payload = {"sample": queued[0].pk, "label": "great"}
+    assert submit_next(api(team), team, payload).status_code in (401, 403)
+    response = submit_next(token_client(team.users["product_manager"]), team, payload)
+    assert response.status_code == 403 and "may not label" in response.json()["message"]
+    assert submit_next(api(team, team.outsider), team, payload).status_code == 404
+    assert submit_next(token_client(team.outsider), team, payload).status_code == 404
+    assert not Annotation.objects.exists() and not Lease.objects.exists()
+
+
+def test_submit_next_plain_token_requests_do_not_go_through_drf(team, queued):
+    from unittest import mock
+
+    from labelling.api.queue import QueueViewSet
+
+    client = token_client(team.users["expert"])
+    drf_was_used = AssertionError("the DRF action ran")
+    with mock.patch.object(QueueViewSet, "submit_next", side_effect=drf_was_used):
+        payload = {"sample": queued[1].pk, "label": "great", "exclude": [], "seconds": 2.5}
+        response = submit_next(client, team, payload)
+    assert response.status_code == 201 and response.json()["next"]["sample"]["id"] == queued[2].pk
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="counts PostgreSQL statements")
+def test_submit_next_takes_five_statements_after_the_token(team, queued):
+    client = token_client(team.users["expert"])
+    first = client.post(f"{base(team)}/queue/next/").json()
+    payload = {"sample": first["sample"]["id"], "label": "great"}
+    with CaptureQueriesContext(connection) as queries:
+        response = submit_next(client, team, payload)
+    assert response.status_code == 201 and response.json()["next"] is not None
+    sql = [q["sql"] for q in queries]
+    skip = ("SAVEPOINT", "RELEASE SAVEPOINT", "BEGIN", "COMMIT", "SELECT 1")
+    work = [q for q in sql if not q.startswith(skip)]
+    # token + membership, lock, leases + rows, writes, next
+    assert len(work) == 5, work

@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 
 from labelling.models import Annotation, Lease, QueueItem
-from labelling.services.annotations import annotation_submit
+from labelling.services.annotations import annotation_submit, annotation_submit_and_next
 from labelling.services.queue import queue_add, queue_next
 from tests.factories import (
     LabelClassFactory,
@@ -22,8 +22,12 @@ from tests.factories import (
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def run_annotators(*, threads, samples, overlap, skip_rate=0.1, lease_seconds=3600):
+def run_annotators(*, threads, samples, overlap, skip_rate=0.1, lease_seconds=3600, together=False):
     """Each thread is one annotator taking and answering samples until none is left.
+
+    ``together``: each answer also takes the next sample in the same call
+    (``annotation_submit_and_next``, the API's submit-next), as a script
+    does; ``queue_next`` alone only to start and after an empty answer.
 
     With ``lease_seconds=0`` every lease has expired by the time it is answered,
     so samples are taken over and labels arrive late: the overlap can then be
@@ -55,8 +59,11 @@ def run_annotators(*, threads, samples, overlap, skip_rate=0.1, lease_seconds=36
         rng = random.Random(seed)
         try:
             barrier.wait()
+            handed_with_answer = False
             while True:
-                lease = queue_next(project=project, user=user)
+                if not handed_with_answer:
+                    lease = queue_next(project=project, user=user)
+                handed_with_answer = False
                 if lease is None:
                     # Someone else's lease may still turn into a skip and free
                     # a slot: stop only when no lease is out.
@@ -76,17 +83,19 @@ def run_annotators(*, threads, samples, overlap, skip_rate=0.1, lease_seconds=36
                 if rng.random() < skip_rate:
                     with lock:
                         holders[item_id].discard(user.pk)
-                    annotation_submit(
-                        project=project, user=user, sample=lease.item.sample, skip=True
+                    answer = {"skip": True}
+                else:
+                    answer = {"label": rng.choice(classes), "seconds": rng.uniform(0.5, 5)}
+                if together:
+                    _, lease = annotation_submit_and_next(
+                        project=project, user=user, sample=lease.item.sample, **answer
                     )
+                    handed_with_answer = True
                 else:
                     annotation_submit(
-                        project=project,
-                        user=user,
-                        sample=lease.item.sample,
-                        label=rng.choice(classes),
-                        seconds=rng.uniform(0.5, 5),
+                        project=project, user=user, sample=lease.item.sample, **answer
                     )
+                if "label" in answer:
                     with lock:
                         holders[item_id].discard(user.pk)
                         labelled[item_id].add(user.pk)
@@ -163,6 +172,30 @@ def test_expiring_leases_under_load_lose_no_label_and_keep_the_counters():
     run_annotators(threads=16, samples=60, overlap=2, lease_seconds=0)
 
 
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="16 concurrent annotators need PostgreSQL's row locks; see the SQLite variant below",
+)
+def test_sixteen_annotators_submitting_and_taking_the_next_at_once_never_exceed_the_overlap():
+    # The label and the next lease in one transaction: the next pick runs
+    # while the submit still holds its locks.
+    submitted = run_annotators(threads=16, samples=200, overlap=2, together=True)
+    assert sum(1 for count in submitted.values() if count) >= 8
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="16 concurrent annotators need PostgreSQL's row locks; see the SQLite variant below",
+)
+def test_expiring_leases_with_submit_and_next_lose_no_label():
+    run_annotators(threads=16, samples=60, overlap=2, lease_seconds=0, together=True)
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="the SQLite variant")
+def test_four_annotators_submitting_and_taking_the_next_on_sqlite_never_exceed_the_overlap():
+    run_annotators(threads=4, samples=40, overlap=2, together=True)
+
+
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="the SQLite variant")
 def test_four_annotators_on_sqlite_never_exceed_the_overlap():
     # IMMEDIATE transactions serialise writers; the busy timeout makes them wait.
@@ -178,8 +211,8 @@ def test_expiring_leases_on_sqlite_lose_no_label():
     connection.vendor != "postgresql", reason="row locks and SKIP LOCKED are PostgreSQL's"
 )
 def test_labels_skips_releases_and_adjudication_together_keep_the_counters():
-    """Labels, skips, leaving the page, the expiry task and adjudication on the
-    same few samples at once: nothing raises (a deadlock would: every path
+    """Labels (alone and with the next sample), skips, leaving the page, the
+    expiry task and adjudication on the same few samples at once: nothing raises (a deadlock would: every path
     that waits for a sample's lease and queue rows takes the sample row
     first, and next and the sweep never wait), and every item still open
     keeps the invariant of services/queue.py: claims = live leases + labels,
@@ -208,8 +241,13 @@ def test_labels_skips_releases_and_adjudication_together_keep_the_counters():
                 lease = queue_next(project=project, user=user)
                 sample = lease.item.sample if lease else rng.choice(samples)
                 action = rng.random()
-                if action < 0.45:
+                if action < 0.3:
                     annotation_submit(
+                        project=project, user=user, sample=sample, label=rng.choice(classes)
+                    )
+                elif action < 0.45:
+                    # Its next lease is kept, like a script's.
+                    annotation_submit_and_next(
                         project=project, user=user, sample=sample, label=rng.choice(classes)
                     )
                 elif action < 0.6:
