@@ -10,6 +10,12 @@ is checked for double assignments (a sample labelled by more annotators than
 the overlap) and lost labels (a 201 that left no row), and the same clients
 are run against a WSGI app that does nothing, to show they are not the limit.
 
+A loop is one label: ``next_submit`` is two requests (POST queue/next/, then
+queue/submit/ with the sample it got), ``submit_next`` one (POST
+queue/submit-next/ with the sample the previous answer handed out; a
+client's first sample comes from next, unmeasured). ``--loops`` picks
+either or both (default both, in alternating windows with /healthz/).
+
 Goal (issue 2): p99 of a loop at 32 annotators at most 3x the cheapest
 endpoint's p99; zero double assignments, on PostgreSQL and on SQLite.
 """
@@ -42,6 +48,8 @@ from bench.common import (
 WORKERS, THREADS, WORKER_CLASS = 2 * (os.cpu_count() or 1) + 1, 1, "sync"
 DATABASE = "leanml_bench_queue"
 WARMUP_SECONDS = 3
+# The label loops: two requests (next, then submit) or one (submit-next).
+LOOPS = ("next_submit", "submit_next")
 
 
 def seed(env, samples, annotators, overlap):
@@ -56,7 +64,9 @@ def seed(env, samples, annotators, overlap):
 
 
 def _client(args):
-    """One client process: threads, each one annotator looping next -> submit.
+    """One client process: threads, each one annotator looping (``mode``)
+    next -> submit (``next_submit``), or submit-next with the sample the
+    previous answer handed out (``submit_next``), or GET /healthz/.
 
     Every process starts at the same wall-clock moment (``start_at``) so all
     annotators are busy for the whole measured window, and reports the CPU
@@ -69,45 +79,60 @@ def _client(args):
     cpu_started = time.process_time()
     deadline = time.monotonic() + seconds
 
+    def post(conn, path, payload, headers):
+        conn.request(
+            "POST", f"/api/v1/projects/{project}/queue/{path}/", body=payload, headers=headers
+        )
+        response = conn.getresponse()
+        return response.status, response.read()
+
+    def answer(sample):
+        label = "great" if sample % 3 else "other"
+        return json.dumps({"sample": sample, "label": label, "seconds": 1.5})
+
     def run(token):
         conn = http.client.HTTPConnection(host, port, timeout=60)
         headers = {"Authorization": f"Token {token}", "Content-Type": "application/json"}
         loops, errors, submitted, empty = [], 0, 0, 0
+        sample = None  # submit-next: the sample in hand (from next, then from each answer)
         while time.monotonic() < deadline:
             started = time.perf_counter()
             try:
-                if mode == "healthz":
+                if mode == "submit_next" and sample is None:
+                    # Unmeasured: a script's first sample (or the one it still
+                    # holds from the previous window) comes from next.
+                    code, body = post(conn, "next", "{}", headers)
+                    if code == 204:
+                        empty += 1
+                        break
+                    sample = json.loads(body)["sample"]["id"]
+                    continue
+                if mode == "submit_next":
+                    code, body = post(conn, "submit-next", answer(sample), headers)
+                    ok = code == 201
+                    submitted += ok
+                    following = json.loads(body)["next"] if ok else None
+                    sample = None if following is None else following["sample"]["id"]
+                    if ok and following is None:
+                        empty += 1
+                elif mode == "healthz":
                     conn.request("GET", "/healthz/")
                     response = conn.getresponse()
                     response.read()
                     ok = response.status == 200
                 else:
-                    conn.request(
-                        "POST",
-                        f"/api/v1/projects/{project}/queue/next/",
-                        body="{}",
-                        headers=headers,
-                    )
-                    response = conn.getresponse()
-                    body = response.read()
-                    if response.status == 204:
+                    # next_submit: the two-request loop.
+                    code, body = post(conn, "next", "{}", headers)
+                    if code == 204:
                         empty += 1
                         break
-                    sample = json.loads(body)["sample"]["id"]
-                    label = "great" if sample % 3 else "other"
-                    payload = json.dumps({"sample": sample, "label": label, "seconds": 1.5})
-                    conn.request(
-                        "POST",
-                        f"/api/v1/projects/{project}/queue/submit/",
-                        body=payload,
-                        headers=headers,
+                    code, _ = post(
+                        conn, "submit", answer(json.loads(body)["sample"]["id"]), headers
                     )
-                    response = conn.getresponse()
-                    response.read()
-                    ok = response.status == 201
+                    ok = code == 201
                     submitted += ok
-            except (OSError, http.client.HTTPException, KeyError, ValueError):
-                ok = False
+            except (OSError, http.client.HTTPException, KeyError, ValueError, TypeError):
+                ok, sample = False, None
                 conn.close()
                 conn = http.client.HTTPConnection(host, port, timeout=60)
             if ok:
@@ -330,6 +355,12 @@ def main():
         default=4,
         help="alternate /healthz/ and the loop in this many windows per level",
     )
+    parser.add_argument(
+        "--loops",
+        default="next_submit,submit_next",
+        help="which label loops to measure beside /healthz/: next_submit (two requests: "
+        "next, then submit) and/or submit_next (one request: submit-next)",
+    )
     parser.add_argument("--workers", type=int, default=WORKERS)
     parser.add_argument("--threads", type=int, default=THREADS)
     parser.add_argument("--worker-class", default=WORKER_CLASS)
@@ -338,6 +369,9 @@ def main():
     )
     args = parser.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
+    loops = [x for x in args.loops.split(",") if x]
+    if not loops or set(loops) - set(LOOPS):
+        parser.error(f"--loops: choose from {', '.join(LOOPS)}")
     work = Path(tempfile.mkdtemp(prefix="bench-queue-"))
     database_url = recreate_pg_database(DATABASE) if args.db == "postgres" else None
     env = bench_env(database_url, work / "var", production=not args.debug)
@@ -360,8 +394,8 @@ def main():
         # Unmeasured: a worker's first request imports the URLconf and with it
         # most of the project (about a second of CPU each), and connections,
         # prepared statements and caches fill. A server in production is warm.
-        warm = measure(base_url, project, tokens, WARMUP_SECONDS, ["healthz", "queue"])
-        submitted += warm["queue"]["submitted"]
+        warm = measure(base_url, project, tokens, WARMUP_SECONDS, ["healthz", *loops])
+        submitted += sum(warm[loop]["submitted"] for loop in loops)
         for level in levels:
             vacuum(database_url, tables=HOT_TABLES)
             measured = measure(
@@ -369,11 +403,11 @@ def main():
                 project,
                 tokens[:level],
                 args.seconds,
-                ["healthz", "queue"],
+                ["healthz", *loops],
                 rounds=args.rounds,
             )
-            cheapest, loop = measured["healthz"], measured["queue"]
-            submitted += loop["submitted"]
+            cheapest = measured["healthz"]
+            submitted += sum(measured[loop]["submitted"] for loop in loops)
             emit(
                 "queue",
                 {
@@ -382,9 +416,12 @@ def main():
                     "overlap": args.overlap,
                     "annotators": level,
                     "seconds": args.seconds,
-                    "next_submit": loop,
+                    **{loop: measured[loop] for loop in loops},
                     "healthz": cheapest,
-                    "p99_ratio": round(loop["p99_ms"] / cheapest["p99_ms"], 2),
+                    "p99_ratio": {
+                        loop: round(measured[loop]["p99_ms"] / cheapest["p99_ms"], 2)
+                        for loop in loops
+                    },
                     "goal_p99_ratio_at_32": "<= 3",
                     "server": server,
                 },
