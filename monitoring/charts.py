@@ -73,11 +73,27 @@ class _Axis:
         return body
 
 
+# Text is ~7 px a character at the charts' font size.
+CHAR_W = 7
+# The legend's row when it does not fit beside the chart's label: under the dates.
+LEGEND_BELOW = TOP + PLOT_H + 38
+
+
+def _legend_width(name):
+    return 14 + CHAR_W * len(_short(name, 16)) + 12
+
+
+def _legend_y(items, label):
+    """The legend's row: beside the label (top right) when both fit,
+    otherwise under the x axis (``_finish(..., legend_below=True)``)."""
+    left = LEFT + PLOT_W - sum(_legend_width(name) for name, _, _ in items)
+    return 14 if left >= LEFT + CHAR_W * len(label) + 12 else LEGEND_BELOW
+
+
 def _legend(items, y=14):
     body, x = [], LEFT + PLOT_W
     for name, colour, dashed in reversed(items):
-        width = 14 + 7 * len(_short(name, 16))
-        x -= width + 12
+        x -= _legend_width(name)
         dash = ' stroke-dasharray="5 4"' if dashed else ""
         body.append(
             f'<line x1="{x}" y1="{y - 4}" x2="{x + 12}" y2="{y - 4}" stroke="{colour}" '
@@ -87,8 +103,9 @@ def _legend(items, y=14):
     return body
 
 
-def _finish(title, body):
-    return _svg(LEFT + PLOT_W + 16, TOP + PLOT_H + 26, title, body)
+def _finish(title, body, *, legend_below=False):
+    height = TOP + PLOT_H + (46 if legend_below else 26)
+    return _svg(LEFT + PLOT_W + 16, height, title, body)
 
 
 def volume(points, granularity):
@@ -219,7 +236,8 @@ def value(points, granularity, *, baseline=None, unit=""):
     pad = (high - low) * 0.1 or abs(high) * 0.1 or 1.0
     axis = _Axis([p[0] for p in points], granularity, low - pad, high + pad)
     unit = f" ({unit})" if unit else ""
-    body = axis.frame(f"value per 1,000{unit}")
+    label = f"value per 1,000{unit}"
+    body = axis.frame(label)
     body += _band(axis, [(s, ci) for s, _, ci in points], NEUTRAL)
     body += _line(axis, [(s, v) for s, v, _ in points], NEUTRAL)
     items = [("value", NEUTRAL, False)]
@@ -229,8 +247,10 @@ def value(points, granularity, *, baseline=None, unit=""):
             f'y2="{axis.y(baseline):.1f}" stroke="{BAD}" stroke-dasharray="5 4"/>'
         )
         items.append((f"baseline {baseline:,.0f}", BAD, True))
-    body += _legend(items)
-    return _finish(f"Value per 1,000 predictions per {granularity}, against the baseline", body)
+    y = _legend_y(items, label)
+    body += _legend(items, y)
+    title = f"Value per 1,000 predictions per {granularity}, against the baseline"
+    return _finish(title, body, legend_below=y == LEGEND_BELOW)
 
 
 def drift(series):
@@ -252,5 +272,7 @@ def drift(series):
             f'y2="{axis.y(threshold):.1f}" stroke="{BAD}" stroke-dasharray="5 4"/>'
         )
         items.append((f"alert above {threshold:g}", BAD, True))
-    body += _legend(items)
-    return _finish(f"Drift of {name} per day against the alert threshold", body)
+    y = _legend_y(items, name)
+    body += _legend(items, y)
+    title = f"Drift of {name} per day against the alert threshold"
+    return _finish(title, body, legend_below=y == LEGEND_BELOW)
