@@ -15,6 +15,8 @@ transaction-mode pooler (PgBouncer < 1.21) set ``LEANML_PREPARED_SQL = False``.
 """
 
 import contextlib
+import fcntl
+import os
 import threading
 import time
 
@@ -89,23 +91,50 @@ def convert_datetime(value, model, attname, *, conn=None):
 
 
 _SQLITE_WRITER = threading.Lock()
+_WRITER_FILES = {}  # (process id, lock file path) -> open file
 
 
 @contextlib.contextmanager
 def one_writer(conn=None):
-    """SQLite: let this process's threads queue for the database's write lock
-    on a Python lock. SQLite's own busy handler makes a waiting writer sleep
-    (up to 100 ms a try) however soon the lock frees, which was most of the
-    labelling round trip's worst latencies under load; a Python lock wakes the
-    next thread at once. Only around a transaction of our own: inside a
-    caller's transaction (which may hold SQLite's lock already) it would be a
-    second lock to deadlock on. Elsewhere (PostgreSQL) it does nothing."""
+    """SQLite: let the hot path's writers queue for the database's write lock
+    on locks that wake the next one at once: a Python lock between this
+    process's threads, then an exclusive ``flock`` on a file beside the
+    database between processes (gunicorn's workers). SQLite's own busy
+    handler makes a waiting writer sleep (up to 100 ms a try) however soon
+    the lock frees, which was most of the labelling round trip's worst
+    latencies under load. Only around a transaction of our own: inside a
+    caller's transaction (which may hold SQLite's lock already) it would be
+    a second lock to deadlock on; so a holder of these locks may wait for
+    SQLite's lock, never the other way round. Other writers (the ORM
+    elsewhere) still meet SQLite's busy handler. Elsewhere (PostgreSQL) it
+    does nothing."""
     conn = conn or db()
     if conn.vendor != "sqlite" or conn.in_atomic_block:
         yield
         return
     with _SQLITE_WRITER:
-        yield
+        handle = _writer_file(conn)
+        if handle is None:
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _writer_file(conn):
+    """The open lock file for ``conn``'s database (None for an in-memory one).
+    Per process: a file opened before a fork would be one lock shared by
+    parent and children, excluding nobody."""
+    if conn.is_in_memory_db():
+        return None
+    key = (os.getpid(), str(conn.settings_dict["NAME"]))
+    handle = _WRITER_FILES.get(key)
+    if handle is None:
+        handle = _WRITER_FILES[key] = open(f"{key[1]}-writer.lock", "a+b")  # noqa: SIM115
+    return handle
 
 
 def prepared_cursor(conn=None):

@@ -284,3 +284,20 @@ def test_labels_skips_releases_and_adjudication_together_keep_the_counters():
         labelled = sum(1 for kind in latest.values() if kind == Annotation.Kind.LABEL)
         leases = Lease.objects.filter(item=item).count()
         assert (item.claims, item.labels_done) == (leases + labelled, labelled)
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="the SQLite variant")
+def test_sqlite_writers_of_other_processes_queue_on_a_lock_file():
+    # gunicorn's worker processes: a hot-path writer holds an exclusive flock
+    # beside the database for its transaction, so the next one wakes when it
+    # is released instead of sleeping in SQLite's busy handler.
+    import fcntl
+
+    from labelling.services import raw
+
+    path = f"{connection.settings_dict['NAME']}-writer.lock"
+    with raw.one_writer(), open(path, "a+b") as other, pytest.raises(BlockingIOError):
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(path, "a+b") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released with the block
+        fcntl.flock(other, fcntl.LOCK_UN)
