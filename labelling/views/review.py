@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 
 from leanml_site.roles import Capability, role_can
 
-from ..models import LabelClass, Sample
+from ..models import Annotation, LabelClass, Sample
 from ..permissions import get_project_for_user, get_sample_for_user
 from ..selectors_agreement import (
     REVIEW_STATES,
@@ -60,9 +60,17 @@ def adjudicate(request, project_pk, sample_pk):
         raise PermissionDenied("Only owners mark an answer as gold.")
     after = request.POST.get("after", "")
     error = adjudication = None
+    # A suspected label error (monitoring's list) is settled by someone who
+    # did not give the sample a label: checked here, not only in the form.
+    label_error = request.POST.get("review") == "label_error"
     label = _label_from(project, request.POST.get("label", ""))
     if isinstance(label, str):
         error = label
+    elif (
+        label_error
+        and sample.annotations.filter(annotator=request.user, kind=Annotation.Kind.LABEL).exists()
+    ):
+        error = "You labelled this sample: a suspected label error is settled by someone else."
     else:
         try:
             adjudication = sample_adjudicate(
@@ -88,6 +96,15 @@ def adjudicate(request, project_pk, sample_pk):
         }
         return render(request, "labelling/partials/review_result.html", context)
 
+    if label_error:
+        if error:
+            messages.error(request, f"Sample {sample.external_id}: {error}")
+        else:
+            messages.success(
+                request,
+                f"Sample {sample.external_id} settled as “{adjudication.label.name}”.",
+            )
+        return redirect("monitoring:label_errors", project.pk)
     if error:
         messages.error(request, f"Sample {sample.external_id}: {error}")
     else:

@@ -282,12 +282,20 @@ def test_label_errors_are_listed_for_review_not_queued(mislabelled):
     mine = [s for s in page.context["suspects"] if s.sample.pk == first.pk]
     assert mine and mine[0].mine
     assert "you gave this label: someone else decides" in page.content.decode()
+    assert 'name="review" value="label_error"' in html
+    # The server refuses it too, whatever the form showed.
+    from labelling.models import Adjudication
+
+    adjudicate = f"/projects/{crew.project.pk}/review/{first.pk}/adjudicate/"
+    settle_as = {"label": crew.classes[suspects[0].suggested].pk, "review": "label_error"}
+    refused = client(crew, "expert").post(adjudicate, settle_as, follow=True)
+    assert "a suspected label error is settled by someone else" in refused.content.decode()
+    assert not Adjudication.objects.filter(sample=first).exists()
     # Settled by the owner through adjudication: it leaves the list.
-    settle = client(crew, "owner").post(
-        f"/projects/{crew.project.pk}/review/{first.pk}/adjudicate/",
-        {"label": crew.classes[suspects[0].suggested].pk},
-    )
-    assert settle.status_code in (200, 302)
+    settle = client(crew, "owner").post(adjudicate, settle_as)
+    assert settle.status_code == 302
+    assert settle["Location"] == url
+    assert Adjudication.objects.filter(sample=first, by=crew.users["owner"]).exists()
     after = client(crew, "owner").get(url).context["suspects"]
     assert first.pk not in {s.sample.pk for s in after}
     # Product managers read it without settle forms; outsiders see nothing.
