@@ -36,6 +36,7 @@ import argparse
 import os
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -58,10 +59,19 @@ FEEDBACK_RATE = 0.10  # share of predictions an end user corrects or confirms
 
 
 MIX = None  # --mix: another mix than ml.surfacing.DEFAULT_MIX, for comparison
+# --diversity: uncertain picks one per group of alike candidates (ml.surfacing.diverse);
+# measured on the reviews and not adopted by the product (bench/README.md).
+DIVERSITY = False
+# --adapt: shares adapted to what earlier picks found (ml.surfacing.adapt_mix).
+ADAPT = False
 
 
-def pick(strategy, model, pool, y_pool, feedback, budget, classes, novelty_model, features, rng):
-    """Positions in ``pool`` to label next."""
+def pick(
+    strategy, model, pool, y_pool, feedback, budget, classes, novelty_model, features, rng, history
+):
+    """Positions in ``pool`` to label next. ``history``: {strategy: [picks
+    labelled, of which the model at the time predicted wrong]}, updated here
+    with this round's picks (what monitoring reads back from earlier runs)."""
     if strategy == "random":
         n = min(budget, len(pool))
         return rng.choice(len(pool), size=n, replace=False), {"random": n}
@@ -77,14 +87,41 @@ def pick(strategy, model, pool, y_pool, feedback, budget, classes, novelty_model
         scored["disagreement"] = surfacing.disagreement(parts, list(model.classes_))
     if novelty_model is not None:
         scored["novelty"] = surfacing.novelty(novelty_model, features(pool))
-    picks = surfacing.surface(list(range(len(pool))), scored, budget, mix=MIX)
-    return np.array([p.id for p in picks], dtype=int), pd.Series(
-        [p.strategy for p in picks]
-    ).value_counts().to_dict()
+    vectors = None
+    if DIVERSITY and features is not None:
+        vectors = lambda positions: features(pool.iloc[positions])  # noqa: E731
+    mix = MIX
+    if ADAPT:
+        outcomes = {s: surfacing.Outcome(n, wrong) for s, (n, wrong) in history.items()}
+        mix, _notes = surfacing.adapt_mix(MIX, outcomes)
+    picks = surfacing.surface(
+        list(range(len(pool))),
+        scored,
+        budget,
+        mix=mix,
+        vectors=vectors,
+        seed=int(rng.integers(1 << 31)),
+    )
+    chosen = np.array([p.id for p in picks], dtype=int)
+    for p in picks:
+        counts = history.setdefault(p.strategy, [0, 0])
+        counts[0] += 1
+        counts[1] += int(predicted[p.id] != y_pool[p.id])
+    return chosen, pd.Series([p.strategy for p in picks]).value_counts().to_dict()
 
 
 def accuracy(model, frame, y):
     return float((model.predict(frame) == y).mean())
+
+
+def review_value(model, frame, y):
+    """The demo's value metric (EUR per 1,000 reviews, featuring the ones
+    predicted great), as the regression report computes it."""
+    from labelling.management.commands.demo import VALUE
+    from ml.evaluation import value_per_1000
+
+    classes = sorted(VALUE["gain_matrix"])
+    return value_per_1000(y, model.predict(frame), VALUE["gain_matrix"], classes)
 
 
 def labels_to_reach(curve, target):
@@ -165,11 +202,18 @@ def run_reviews(strategy, seed, *, start=100, budget=100, rounds=12):
     # End users give feedback on 10% of what they see, at random.
     has_feedback = rng.random(len(pool)) < FEEDBACK_RATE
     labelled = np.zeros(len(pool), dtype=bool)
+    history = {}
     labelled[rng.choice(len(pool), start, replace=False)] = True
     curve, mixes = [], []
     for round_number in range(rounds + 1):
         model = reviews_model().fit(pool[labelled], y_pool[labelled], seed=seed)
-        curve.append((int(labelled.sum()), accuracy(model, test, y_test)))
+        curve.append(
+            (
+                int(labelled.sum()),
+                accuracy(model, test, y_test),
+                review_value(model, test, y_test),
+            )
+        )
         if round_number == rounds:
             break
         open_positions = np.flatnonzero(~labelled)
@@ -177,6 +221,8 @@ def run_reviews(strategy, seed, *, start=100, budget=100, rounds=12):
         feedback = np.where(has_feedback[open_positions], y_pool[open_positions], None)
         novelty_model, features = None, None
         if strategy != "random":
+            # Fitted on the labelled reviews only, as monitoring fits its
+            # representation on the training snapshot.
             features = text_features(pool[labelled])
             novelty_model = surfacing.NoveltyModel.fit(
                 features(pool[labelled]), n_centres=64, seed=seed
@@ -192,6 +238,7 @@ def run_reviews(strategy, seed, *, start=100, budget=100, rounds=12):
             novelty_model,
             features,
             rng,
+            history,
         )
         chosen, mix = chosen
         mixes.append(mix)
@@ -202,32 +249,50 @@ def run_reviews(strategy, seed, *, start=100, budget=100, rounds=12):
 def bench_reviews(seeds):
     results = {}
     for strategy in ("random", "mix"):
-        curves = []
+        curves, mixes = [], []
         for seed in range(seeds):
             started = time.perf_counter()
-            curve, mixes = run_reviews(strategy, seed)
+            curve, seed_mixes = run_reviews(strategy, seed)
             curves.append(curve)
+            mixes.append(seed_mixes)
             print(
                 f"reviews {strategy} seed {seed}: {time.perf_counter() - started:.0f} s, "
                 f"final {curve[-1][1]:.3f}",
                 file=sys.stderr,
             )
-        labels = [x for x, _ in curves[0]]
-        mean = np.mean([[acc for _, acc in c] for c in curves], axis=0)
+        labels = [x for x, _, _ in curves[0]]
         results[strategy] = {
             "labels": labels,
-            "accuracy": [round(float(a), 4) for a in mean],
-            "per_seed": [[round(acc, 4) for _, acc in c] for c in curves],
-            "last_mix": mixes[-1] if strategy == "mix" and mixes else None,
+            "accuracy": [
+                round(float(a), 4) for a in np.mean([[c[1] for c in cv] for cv in curves], 0)
+            ],
+            "value_per_1000": [
+                round(float(v), 1) for v in np.mean([[c[2] for c in cv] for cv in curves], 0)
+            ],
+            "per_seed": [[round(c[1], 4) for c in cv] for cv in curves],
+            "per_seed_value": [[round(c[2], 1) for c in cv] for cv in curves],
+            # Picks per strategy, summed over seeds, per round.
+            "mix_per_round": [
+                dict(sum((Counter(m[r]) for m in mixes), Counter())) for r in range(len(mixes[0]))
+            ]
+            if strategy == "mix"
+            else None,
         }
     target = results["random"]["accuracy"][-1]
+    total = results["random"]["labels"][-1]
     reached = labels_to_reach(
         list(zip(results["mix"]["labels"], results["mix"]["accuracy"], strict=True)), target
     )
-    total = results["random"]["labels"][-1]
     results["random_final_accuracy"] = target
     results["mix_labels_to_reach_it"] = None if reached is None else round(float(reached), 1)
     results["share_of_random_labels"] = None if reached is None else round(reached / total, 3)
+    # Per seed: the mix against the same seed's random run (same start, same
+    # feedback draws); None where the mix never reaches it.
+    per_seed = []
+    for r, m in zip(results["random"]["per_seed"], results["mix"]["per_seed"], strict=True):
+        x = labels_to_reach(list(zip(results["mix"]["labels"], m, strict=True)), r[-1])
+        per_seed.append(None if x is None else round(x / total, 3))
+    results["per_seed_share_of_random_labels"] = per_seed
     return results
 
 
@@ -316,7 +381,7 @@ def run_flights(strategy, seed, *, start=2000, budget=500, per_month=20_000):
     january = data[data["month"] == 1]
     first = january.sample(start, random_state=seed)
     frames, labels = [first[FLIGHT_FIELDS]], [first["label"].to_numpy(dtype=object)]
-    rows = []
+    rows, history = [], {}
     for month in range(2, 13):
         train = pd.concat(frames, ignore_index=True)
         y_train = np.concatenate(labels)
@@ -360,6 +425,7 @@ def run_flights(strategy, seed, *, start=2000, budget=500, per_month=20_000):
             novelty_model,
             features,
             rng,
+            history,
         )
         chosen, rows[-1]["mix"] = chosen
         frames.append(pool.iloc[chosen])
@@ -443,7 +509,16 @@ def main():
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--only", choices=["reviews", "flights"])
     parser.add_argument("--mix", help='JSON shares, e.g. {"uncertainty": 1}')
+    parser.add_argument(
+        "--diversity", action="store_true", help="uncertain picks one per group of alike ones"
+    )
+    parser.add_argument(
+        "--adapt", action="store_true", help="adapt the shares to what earlier picks found"
+    )
     args = parser.parse_args()
+    global DIVERSITY, ADAPT
+    DIVERSITY = args.diversity
+    ADAPT = args.adapt
     if args.mix:
         import json
 
