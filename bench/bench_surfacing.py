@@ -59,19 +59,10 @@ FEEDBACK_RATE = 0.10  # share of predictions an end user corrects or confirms
 
 
 MIX = None  # --mix: another mix than ml.surfacing.DEFAULT_MIX, for comparison
-# --diversity: uncertain picks one per group of alike candidates (ml.surfacing.diverse);
-# measured on the reviews and not adopted by the product (bench/README.md).
-DIVERSITY = False
-# --adapt: shares adapted to what earlier picks found (ml.surfacing.adapt_mix).
-ADAPT = False
 
 
-def pick(
-    strategy, model, pool, y_pool, feedback, budget, classes, novelty_model, features, rng, history
-):
-    """Positions in ``pool`` to label next. ``history``: {strategy: [picks
-    labelled, of which the model at the time predicted wrong]}, updated here
-    with this round's picks (what monitoring reads back from earlier runs)."""
+def pick(strategy, model, pool, y_pool, feedback, budget, classes, novelty_model, features, rng):
+    """Positions in ``pool`` to label next."""
     if strategy == "random":
         n = min(budget, len(pool))
         return rng.choice(len(pool), size=n, replace=False), {"random": n}
@@ -87,27 +78,10 @@ def pick(
         scored["disagreement"] = surfacing.disagreement(parts, list(model.classes_))
     if novelty_model is not None:
         scored["novelty"] = surfacing.novelty(novelty_model, features(pool))
-    vectors = None
-    if DIVERSITY and features is not None:
-        vectors = lambda positions: features(pool.iloc[positions])  # noqa: E731
-    mix = MIX
-    if ADAPT:
-        outcomes = {s: surfacing.Outcome(n, wrong) for s, (n, wrong) in history.items()}
-        mix, _notes = surfacing.adapt_mix(MIX, outcomes)
-    picks = surfacing.surface(
-        list(range(len(pool))),
-        scored,
-        budget,
-        mix=mix,
-        vectors=vectors,
-        seed=int(rng.integers(1 << 31)),
-    )
-    chosen = np.array([p.id for p in picks], dtype=int)
-    for p in picks:
-        counts = history.setdefault(p.strategy, [0, 0])
-        counts[0] += 1
-        counts[1] += int(predicted[p.id] != y_pool[p.id])
-    return chosen, pd.Series([p.strategy for p in picks]).value_counts().to_dict()
+    picks = surfacing.surface(list(range(len(pool))), scored, budget, mix=MIX)
+    return np.array([p.id for p in picks], dtype=int), pd.Series(
+        [p.strategy for p in picks]
+    ).value_counts().to_dict()
 
 
 def accuracy(model, frame, y):
@@ -202,7 +176,6 @@ def run_reviews(strategy, seed, *, start=100, budget=100, rounds=12):
     # End users give feedback on 10% of what they see, at random.
     has_feedback = rng.random(len(pool)) < FEEDBACK_RATE
     labelled = np.zeros(len(pool), dtype=bool)
-    history = {}
     labelled[rng.choice(len(pool), start, replace=False)] = True
     curve, mixes = [], []
     for round_number in range(rounds + 1):
@@ -238,7 +211,6 @@ def run_reviews(strategy, seed, *, start=100, budget=100, rounds=12):
             novelty_model,
             features,
             rng,
-            history,
         )
         chosen, mix = chosen
         mixes.append(mix)
@@ -381,7 +353,7 @@ def run_flights(strategy, seed, *, start=2000, budget=500, per_month=20_000):
     january = data[data["month"] == 1]
     first = january.sample(start, random_state=seed)
     frames, labels = [first[FLIGHT_FIELDS]], [first["label"].to_numpy(dtype=object)]
-    rows, history = [], {}
+    rows = []
     for month in range(2, 13):
         train = pd.concat(frames, ignore_index=True)
         y_train = np.concatenate(labels)
@@ -425,7 +397,6 @@ def run_flights(strategy, seed, *, start=2000, budget=500, per_month=20_000):
             novelty_model,
             features,
             rng,
-            history,
         )
         chosen, rows[-1]["mix"] = chosen
         frames.append(pool.iloc[chosen])
@@ -509,16 +480,7 @@ def main():
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--only", choices=["reviews", "flights"])
     parser.add_argument("--mix", help='JSON shares, e.g. {"uncertainty": 1}')
-    parser.add_argument(
-        "--diversity", action="store_true", help="uncertain picks one per group of alike ones"
-    )
-    parser.add_argument(
-        "--adapt", action="store_true", help="adapt the shares to what earlier picks found"
-    )
     args = parser.parse_args()
-    global DIVERSITY, ADAPT
-    DIVERSITY = args.diversity
-    ADAPT = args.adapt
     if args.mix:
         import json
 

@@ -27,34 +27,15 @@ Strategies:
   review, not back to the person who labelled them;
 - ``random``: a stratified random slice (by predicted class), for unbiased
   estimates of accuracy.
-
-``surface`` given the candidates' feature vectors also keeps the uncertain
-picks diverse: the most uncertain candidates (``DIVERSITY_CANDIDATES`` per
-pick) are grouped by similarity (k-means weighted by uncertainty, as many
-groups as the budget) and only the most uncertain of each group is taken,
-so a batch is not spent on near-paraphrases of one hard case. Monitoring's
-runs do not pass vectors: on the demo reviews the diverse picks taught no
-more than plain uncertainty order (bench/README.md, "Surfacing").
-
-``adapt_mix`` turns a mix into the one a run uses, from what earlier picks
-turned out to be: a pick whose expert label differs from the model's
-prediction found one of the model's mistakes. The random slice's picks say
-how often a pick finds one by chance; each other strategy's share is scaled
-by how many more mistakes its picks found than that (none more: only a
-floor of its share, so it keeps being tried), so a strategy that teaches nothing on this project (novelty on a stream that
-does not drift, disagreement with rules that rarely fire) hands its budget
-to the ones that do. The random slice keeps its share.
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.exceptions import ConvergenceWarning
 
 STRATEGIES = ("uncertainty", "disagreement", "novelty", "feedback", "label_error", "random")
 # The default mix: mostly what teaches the model, a random slice to keep
@@ -73,14 +54,6 @@ DEFAULT_MIX = {
 }
 
 
-# Labelled picks a strategy (and the random slice) needs before its share is
-# adapted to what they found.
-ADAPT_MIN_PICKS = 20
-# Part of its share a strategy keeps whatever its picks found, so it is still
-# tried (and can earn its share back) when the stream changes.
-ADAPT_FLOOR = 0.2
-# Uncertain candidates considered per pick when keeping picks diverse.
-DIVERSITY_CANDIDATES = 10
 # A sub-model whose probabilities all lie this close together abstains.
 ABSTAIN_SPREAD = 1e-6
 
@@ -298,41 +271,6 @@ def random_scored(strata: Sequence, *, seed: int = 0) -> Scored:
     return Scored("random", score, reasons)
 
 
-def diverse(scores, vectors, k: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``k`` candidates that are not alike: k-means on ``vectors``
-    (each candidate weighted by its score) into ``k`` groups, and the
-    highest-scoring member of each group. Returns their positions, best
-    score first, and the size of the group each one stands for."""
-    from sklearn.cluster import KMeans
-
-    scores = np.asarray(scores, dtype=float)
-    x = np.asarray(vectors, dtype=float)
-    if x.ndim != 2 or len(x) != len(scores):
-        raise ValueError(f"need one vector per candidate: {x.shape} for {len(scores)} scores")
-    k = min(k, len(scores))
-    if k <= 0:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-    if k == len(scores):
-        groups = np.arange(len(scores))
-    else:
-        weight = np.maximum(scores - scores.min(), 0) + 1e-3 * (np.ptp(scores) or 1.0)
-        with warnings.catch_warnings():
-            # Fewer distinct vectors than groups: some groups stay empty.
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            groups = (
-                KMeans(n_clusters=k, n_init=1, max_iter=100, random_state=seed)
-                .fit(x, sample_weight=weight)
-                .labels_
-            )
-    order = np.argsort(-scores, kind="stable")
-    first = {}
-    for i in order:
-        first.setdefault(int(groups[i]), int(i))
-    best = np.array(sorted(first.values(), key=lambda i: (-scores[i], i)), dtype=np.int64)
-    sizes = np.bincount(groups, minlength=int(groups.max()) + 1)[groups[best]]
-    return best, sizes
-
-
 def surface(
     ids: Sequence,
     scored: Mapping[str, Scored],
@@ -340,19 +278,13 @@ def surface(
     *,
     mix: Mapping[str, float] | None = None,
     exclude: set | None = None,
-    vectors: np.ndarray | Callable[[np.ndarray], np.ndarray] | None = None,
-    seed: int = 0,
 ) -> list[Pick]:
     """Spend ``budget`` across strategies in ``mix`` proportions, best scores
     first, never the same id twice and never an id in ``exclude`` (already
     labelled or queued). A strategy short of candidates passes its unspent
     share to the others, in proportion to their shares. Priorities: the
     strategy's share of the mix plus the within-strategy rank, so the queue
-    interleaves them.
-
-    ``vectors`` (one row per candidate, or a function from candidate
-    positions to their rows, for when computing all of them is costly) makes
-    the uncertainty picks diverse: see ``diverse``."""
+    interleaves them."""
     if budget < 0:
         raise ValueError("budget must be ≥ 0")
     mix = dict(DEFAULT_MIX if mix is None else mix)
@@ -382,11 +314,6 @@ def surface(
         ]
         for s in mix
     }
-    reasons = {s: scored[s].reasons for s in mix}
-    if vectors is not None and "uncertainty" in mix and budget > 0:
-        orders["uncertainty"], reasons["uncertainty"] = _diverse_order(
-            orders["uncertainty"], scored["uncertainty"], taken, vectors, budget, seed
-        )
     cursor = dict.fromkeys(mix, 0)
     counts = dict.fromkeys(mix, 0)
     picks: list[Pick] = []
@@ -405,7 +332,7 @@ def surface(
                     strategy=s,
                     score=float(scored[s].scores[i]),
                     priority=round(mix[s] / total + 1.0 / (2 + counts[s]), 6),
-                    reason=reasons[s][i],
+                    reason=scored[s].reasons[i],
                 )
             )
             counts[s] += 1
@@ -419,7 +346,8 @@ def surface(
     # in proportion to their shares, until the budget or the candidates run out.
     active = [s for s in mix if cursor[s] < len(orders[s])]
     while len(picks) < budget and active:
-        extra = _quotas(budget - len(picks), {s: mix[s] for s in active})
+        weight = sum(mix[s] for s in active)
+        extra = _quotas(budget - len(picks), {s: mix[s] / weight for s in active})
         exhausted = set()
         for s in active:
             goal = counts[s] + extra[s]
@@ -429,84 +357,6 @@ def surface(
                     break
         active = [s for s in active if s not in exhausted and cursor[s] < len(orders[s])]
     return picks
-
-
-def _diverse_order(order, scored: Scored, taken, vectors, budget, seed):
-    """The uncertainty order with a diverse selection of its head first (see
-    ``diverse``), and reasons that say how many alike candidates each pick
-    stands for."""
-    open_order = [i for i in order if not taken[i]]
-    k = min(budget, len(open_order))
-    head = np.array(open_order[: DIVERSITY_CANDIDATES * k], dtype=np.int64)
-    if len(head) <= k:
-        return order, scored.reasons
-    rows = vectors(head) if callable(vectors) else np.asarray(vectors)[head]
-    best, sizes = diverse(scored.scores[head], rows, k, seed=seed)
-    chosen = head[best]
-    reasons = list(scored.reasons)
-    for i, size in zip(chosen.tolist(), sizes.tolist(), strict=True):
-        if size > 1:
-            reasons[i] = f"{reasons[i]}; the most uncertain of {size} similar candidates"
-    chosen_set = set(chosen.tolist())
-    return chosen.tolist() + [i for i in order if i not in chosen_set], reasons
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What a strategy's earlier picks turned out to be: how many have an
-    expert label, and how many of those the model had predicted wrong."""
-
-    labelled: int
-    wrong: int
-
-
-def adapt_mix(
-    mix: Mapping[str, float] | None,
-    outcomes: Mapping[str, Outcome],
-    *,
-    min_picks: int = ADAPT_MIN_PICKS,
-    floor: float = ADAPT_FLOOR,
-) -> tuple[dict[str, float], list[str]]:
-    """The mix a run uses, and in words what changed and why.
-
-    Each strategy with ``min_picks`` labelled picks is weighted by its share
-    times its excess mistake rate: the (smoothed) share of its picks the
-    model got wrong minus the random slice's. Each keeps ``floor`` of its
-    share and those strategies split the rest of their combined share by
-    weight; the random slice, and strategies with too little history, keep
-    theirs. Nothing changes without a random slice
-    of ``min_picks`` labelled picks, or when no strategy beats it."""
-    mix = dict(DEFAULT_MIX if mix is None else mix)
-    base = outcomes.get("random")
-    if base is None or base.labelled < min_picks:
-        return mix, []
-
-    def rate(o: Outcome) -> float:
-        return (o.wrong + 1) / (o.labelled + 2)
-
-    chance = rate(base)
-    known = [
-        s
-        for s, v in mix.items()
-        if s != "random" and v > 0 and s in outcomes and outcomes[s].labelled >= min_picks
-    ]
-    excess = {s: max(rate(outcomes[s]) - chance, 0.0) for s in known}
-    weight = {s: mix[s] * excess[s] for s in known}
-    total = sum(weight.values())
-    if len(known) < 2 or total <= 0:
-        return mix, []
-    pot = sum(mix[s] for s in known)
-    adapted = dict(mix)
-    for s in known:
-        adapted[s] = floor * mix[s] + (1 - floor) * pot * weight[s] / total
-    notes = [
-        f"{s} {mix[s]:.2f} → {adapted[s]:.2f} (its picks found the model wrong "
-        f"{outcomes[s].wrong} of {outcomes[s].labelled} times, random picks "
-        f"{base.wrong} of {base.labelled})"
-        for s in known
-        if abs(adapted[s] - mix[s]) >= 0.005
-    ]
-    return adapted, notes
 
 
 def _quotas(budget: int, shares: Mapping[str, float]) -> dict[str, int]:

@@ -168,64 +168,16 @@ def test_an_unspent_share_goes_to_the_others_in_proportion_to_theirs():
     # Disagreement has 2 candidates for its 6; its 4 left go 6:1 → 3 + 1.
     assert counts == {"uncertainty": 15, "disagreement": 2, "random": 3}
     assert len({p.id for p in picks}) == 20
+    # Shares need not add up to 1: ten times the shares, the same picks.
+    tenfold = surfacing.surface(ids, scored, 20, mix={s: 10 * v for s, v in mix.items()})
+    assert [(p.id, p.strategy) for p in tenfold] == [(p.id, p.strategy) for p in picks]
+    # A budget of 40: disagreement leaves 10 of its 12; 6:1 of 10 is 9 + 1.
+    wide = surfacing.surface(ids, scored, 40, mix={s: 10 * v for s, v in mix.items()})
+    counts = {s: [p.strategy for p in wide].count(s) for s in mix}
+    assert counts == {"uncertainty": 24 + 9, "disagreement": 2, "random": 4 + 1}
     # When every strategy runs dry, the budget is left unspent, no error.
     few = {"disagreement": scored["disagreement"]}
     assert len(surfacing.surface(ids, few, 20, mix={"disagreement": 1})) == 2
-
-
-def _two_groups(n=10, seed=0):
-    """Two tight groups of candidates far apart, all equally uncertain."""
-    rng = np.random.default_rng(seed)
-    vectors = np.vstack(
-        [rng.normal(0, 0.01, (n, 4)) + [1, 0, 0, 0], rng.normal(0, 0.01, (n, 4)) + [0, 0, 0, 1]]
-    )
-    return vectors, np.full(2 * n, 0.5)
-
-
-def test_diverse_takes_the_most_uncertain_of_each_group_of_alike_candidates():
-    vectors, scores = _two_groups()
-    scores[3], scores[15] = 0.6, 0.55
-    best, sizes = surfacing.diverse(scores, vectors, 2)
-    assert best.tolist() == [3, 15] and sizes.tolist() == [10, 10]
-    # As many groups as candidates: every candidate, best first.
-    best, sizes = surfacing.diverse([0.1, 0.3, 0.2], np.eye(3), 5)
-    assert best.tolist() == [1, 2, 0] and sizes.tolist() == [1, 1, 1]
-    with pytest.raises(ValueError, match="one vector per candidate"):
-        surfacing.diverse(scores, vectors[:3], 2)
-
-
-def test_surface_with_vectors_spends_a_budget_of_two_on_two_groups():
-    vectors, scores = _two_groups()
-    ids = [f"s{i}" for i in range(20)]
-    uncertain = surfacing.Scored("uncertainty", scores, [f"uncertain {i}" for i in range(20)])
-    plain = surfacing.surface(ids, {"uncertainty": uncertain}, 2, mix={"uncertainty": 1})
-    assert [p.id for p in plain] == ["s0", "s1"]  # both from the first group
-    picks = surfacing.surface(
-        ids, {"uncertainty": uncertain}, 2, mix={"uncertainty": 1}, vectors=vectors
-    )
-    groups = sorted(int(p.id[1:]) // 10 for p in picks)
-    assert groups == [0, 1]
-    assert all(p.reason.endswith("; the most uncertain of 10 similar candidates") for p in picks)
-
-
-def test_surface_asks_for_the_vectors_of_the_uncertain_head_only():
-    ids = list(range(1000))
-    scores = np.linspace(1, 0, 1000)
-    asked = []
-
-    def vectors(positions):
-        asked.append(np.asarray(positions))
-        return np.stack([np.sin(positions), np.cos(positions)], axis=1)
-
-    scored = {"uncertainty": _scored("uncertainty", scores)}
-    picks = surfacing.surface(
-        ids, scored, 5, mix={"uncertainty": 1}, vectors=vectors, exclude={0, 1}
-    )
-    [head] = asked
-    # The 50 most uncertain candidates not excluded, for a budget of 5.
-    assert sorted(head.tolist()) == list(range(2, 52))
-    assert len(picks) == 5 and {p.id for p in picks} <= set(range(2, 52))
-    assert picks[0].id == 2  # the most uncertain is always the best of its group
 
 
 def test_surface_rejects_bad_mixes_and_misaligned_scores():
@@ -238,53 +190,3 @@ def test_surface_rejects_bad_mixes_and_misaligned_scores():
     with pytest.raises(ValueError, match="'uncertainty' scored 2 rows for 3"):
         surfacing.surface([1, 2, 3], good, 1, mix={"uncertainty": 1})
     assert surfacing.surface(ids, good, 0, mix={"uncertainty": 1}) == []
-
-
-def test_adapt_mix_moves_shares_to_strategies_whose_picks_found_more_mistakes():
-    mix = {"uncertainty": 0.6, "disagreement": 0.15, "novelty": 0.05, "random": 0.2}
-    outcomes = {
-        # Smoothed: random (19+1)/(98+2) = 0.2; uncertainty 0.5; disagreement 0.3;
-        # novelty 0.15 — no better than chance.
-        "random": surfacing.Outcome(98, 19),
-        "uncertainty": surfacing.Outcome(198, 99),
-        "disagreement": surfacing.Outcome(48, 14),
-        "novelty": surfacing.Outcome(38, 5),
-    }
-    adapted, notes = surfacing.adapt_mix(mix, outcomes, floor=0.2)
-    # Weights 0.6 × 0.3 = 0.18 and 0.15 × 0.1 = 0.015; the three share 0.8, of
-    # which 0.2 of each base share is kept and the remaining 0.64 goes by weight.
-    assert adapted["random"] == 0.2
-    assert adapted["uncertainty"] == pytest.approx(0.12 + 0.64 * 0.18 / 0.195)
-    assert adapted["disagreement"] == pytest.approx(0.03 + 0.64 * 0.015 / 0.195)
-    assert adapted["novelty"] == pytest.approx(0.01)
-    assert sum(adapted.values()) == pytest.approx(1.0)
-    assert (
-        "novelty 0.05 → 0.01 (its picks found the model wrong 5 of 38 times, random picks 19 of 98)"
-    ) in notes
-
-
-def test_adapt_mix_keeps_the_mix_without_enough_history():
-    mix = dict(surfacing.DEFAULT_MIX)
-    few_random = {
-        "random": surfacing.Outcome(10, 2),
-        "uncertainty": surfacing.Outcome(100, 50),
-        "novelty": surfacing.Outcome(100, 1),
-    }
-    assert surfacing.adapt_mix(None, few_random) == (mix, [])
-    # Only one strategy with enough picks besides random: nothing to compare.
-    one = {"random": surfacing.Outcome(50, 10), "uncertainty": surfacing.Outcome(100, 50)}
-    assert surfacing.adapt_mix(mix, one) == (mix, [])
-    # Nobody beats chance: keep the mix rather than divide by zero.
-    level = {s: surfacing.Outcome(50, 10) for s in mix}
-    assert surfacing.adapt_mix(mix, level) == (mix, [])
-    # A strategy with too little history keeps its share while others adapt.
-    some = {
-        "random": surfacing.Outcome(50, 10),
-        "uncertainty": surfacing.Outcome(100, 50),
-        "novelty": surfacing.Outcome(30, 3),
-        "feedback": surfacing.Outcome(5, 5),
-    }
-    adapted, _ = surfacing.adapt_mix(mix, some)
-    assert adapted["feedback"] == mix["feedback"] and adapted["disagreement"] == 0.15
-    assert adapted["uncertainty"] > mix["uncertainty"] > mix["novelty"] > adapted["novelty"]
-    assert sum(adapted.values()) == pytest.approx(sum(mix.values()))
