@@ -91,7 +91,7 @@ def convert_datetime(value, model, attname, *, conn=None):
 
 
 _SQLITE_WRITER = threading.Lock()
-_WRITER_FILES = {}  # (process id, lock file path) -> open file
+_WRITER_FILES = {}  # (process id, lock file path) -> file descriptor, open for good
 
 
 @contextlib.contextmanager
@@ -113,28 +113,28 @@ def one_writer(conn=None):
         yield
         return
     with _SQLITE_WRITER:
-        handle = _writer_file(conn)
-        if handle is None:
+        fd = _writer_file(conn)
+        if fd is None:
             yield
             return
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def _writer_file(conn):
-    """The open lock file for ``conn``'s database (None for an in-memory one).
-    Per process: a file opened before a fork would be one lock shared by
-    parent and children, excluding nobody."""
+    """The lock file's descriptor for ``conn``'s database (None for an
+    in-memory one). Per process: a file opened before a fork would be one
+    lock shared by parent and children, excluding nobody."""
     if conn.is_in_memory_db():
         return None
     key = (os.getpid(), str(conn.settings_dict["NAME"]))
-    handle = _WRITER_FILES.get(key)
-    if handle is None:
-        handle = _WRITER_FILES[key] = open(f"{key[1]}-writer.lock", "a+b")  # noqa: SIM115
-    return handle
+    fd = _WRITER_FILES.get(key)
+    if fd is None:
+        fd = _WRITER_FILES[key] = os.open(f"{key[1]}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    return fd
 
 
 def prepared_cursor(conn=None):
