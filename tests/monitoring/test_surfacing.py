@@ -12,6 +12,7 @@ from labelling.models import QueueItem, Sample
 from labelling.services.queue import queue_add
 from leanml_site.models import AuditEvent
 from ml.hashing import content_hash, split_for
+from ml.surfacing import DEFAULT_MIX
 from monitoring.models import MonitoringSettings, PredictionLog, SurfacedSample, SurfacingRun
 from monitoring.services.surfacing import (
     SurfacingError,
@@ -39,10 +40,11 @@ def test_budget_and_mix_are_spent_with_reasons(production):
     for log in confident:
         other = "other" if log.predicted == "great" else "great"
         correct(p.project, log, other)
-    done = run(p.project, p.crew.users["data_scientist"], budget=20)
+    mix = {**DEFAULT_MIX, "feedback": 0.1}
+    done = run(p.project, p.crew.users["data_scientist"], budget=20, mix=mix)
     assert done.state == SurfacingRun.State.SUCCEEDED, done.message
     assert done.candidates == 300
-    # DEFAULT_MIX: 0.6 / 0.15 / 0.1 / 0.05 / 0.1 of 20.
+    # The default's 0.6 / 0.15 / 0.05 / 0.1 and feedback 0.1, of 20.
     assert done.counts == {
         "uncertainty": 12,
         "disagreement": 3,
@@ -81,6 +83,15 @@ def test_budget_and_mix_are_spent_with_reasons(production):
     picked = {r.prediction_log_id for r in by_strategy["uncertainty"]}
     assert ranked[0].pk in picked
     assert AuditEvent.objects.filter(action="surfacing.run", target_id=str(done.pk)).exists()
+
+
+def test_the_default_mix_leaves_feedback_out(production):
+    p = production
+    correct(p.project, max(p.logs, key=lambda x: x.confidence), "other")
+    done = run(p.project, p.crew.users["owner"], budget=20)
+    assert done.state == SurfacingRun.State.SUCCEEDED, done.message
+    # 0.6 / 0.15 / 0.05 / 0.1 of 20, normalised: 13.3 / 3.3 / 1.1 / 2.2.
+    assert done.counts == {"uncertainty": 14, "disagreement": 3, "novelty": 1, "random": 2}
 
 
 def test_feedback_contradiction_surfaces_with_the_users_words(production):
