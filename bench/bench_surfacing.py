@@ -1,6 +1,6 @@
 """Does surfacing help? The labelling loop simulated on real data.
 
-    .venv/bin/python bench/bench_surfacing.py [--seeds 3] [--only reviews|flights]
+    .venv/bin/python bench/bench_surfacing.py [--seeds 3] [--first-seed 0] [--only reviews|flights]
 
 Each round the current model scores the samples it has not been taught yet,
 a labelling budget is spent on the samples a strategy picks, their true
@@ -222,7 +222,7 @@ def bench_reviews(seeds):
     results = {}
     for strategy in ("random", "mix"):
         curves, mixes = [], []
-        for seed in range(seeds):
+        for seed in seeds:
             started = time.perf_counter()
             curve, seed_mixes = run_reviews(strategy, seed)
             curves.append(curve)
@@ -438,7 +438,7 @@ def bench_flights(seeds):
     out = {}
     for strategy in ("random", "mix"):
         per_seed = []
-        for seed in range(seeds):
+        for seed in seeds:
             started = time.perf_counter()
             per_seed.append(run_flights(strategy, seed))
             print(
@@ -478,6 +478,12 @@ def bench_flights(seeds):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="seeds first-seed .. first-seed + seeds - 1 (fresh seeds check a choice made on others)",
+    )
     parser.add_argument("--only", choices=["reviews", "flights"])
     parser.add_argument("--mix", help='JSON shares, e.g. {"uncertainty": 1}')
     args = parser.parse_args()
@@ -487,17 +493,22 @@ def main():
         global MIX
         MIX = json.loads(args.mix)
     load = os.getloadavg()[0]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     if args.only in (None, "reviews"):
         global REVIEW_RULES
         REVIEW_RULES = demo_rules()
         started = time.perf_counter()
-        result = bench_reviews(args.seeds)
-        result.update(seconds=round(time.perf_counter() - started), load_1min=load)
+        result = bench_reviews(seeds)
+        result.update(
+            seeds=list(seeds), seconds=round(time.perf_counter() - started), load_1min=load
+        )
         emit("surfacing_reviews", result)
     if args.only in (None, "flights"):
         started = time.perf_counter()
-        result = bench_flights(args.seeds)
-        result.update(seconds=round(time.perf_counter() - started), load_1min=load)
+        result = bench_flights(seeds)
+        result.update(
+            seeds=list(seeds), seconds=round(time.perf_counter() - started), load_1min=load
+        )
         emit("surfacing_flights", result)
 
 
