@@ -1,6 +1,7 @@
 """The work queue over the API: next / submit for annotators, the open items and
 their priorities for data scientists, and the append-only labels."""
 
+import contextlib
 import functools
 import json
 import math
@@ -325,9 +326,7 @@ class QueueViewSet(
         project = self.get_project(Capability.LABEL)
         exclude = _plain_exclude(request.data)
         if exclude is None:
-            serializer = NextRequestSerializer(data=request.data)
-            serializer.is_valid(raise_exception=True)
-            exclude = serializer.validated_data.get("exclude", [])
+            exclude = _validated(NextRequestSerializer, request.data).get("exclude", [])
         lease = queue_next(project=project, user=request.user, exclude_item_ids=exclude)
         if lease is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
@@ -344,23 +343,9 @@ class QueueViewSet(
     @action(detail=False, methods=["post"], url_path="submit")
     def submit(self, request, *args, **kwargs):
         project = self.get_project(Capability.LABEL)
-        data = _plain_submit(request.data)
-        if data is None:
-            serializer = SubmitSerializer(data=request.data)
-            serializer.is_valid(raise_exception=True)
-            data = serializer.validated_data
-        try:
-            annotation = annotation_submit(
-                project=project,
-                user=request.user,
-                sample=data["sample"],
-                label=data.get("label"),
-                skip=data["skip"],
-                seconds=data.get("seconds"),
-            )
-        except AnnotationError as exc:
-            raise ValidationError({exc.field or "non_field_errors": [str(exc)]}) from exc
-        annotation.annotator = request.user
+        data = _plain_submit(request.data) or _validated(SubmitSerializer, request.data)
+        with _refusal_as_validation_error():
+            annotation, _ = _submit(request.user, project, data)
         return Response(_ANNOTATION_OUT.to_representation(annotation), status=201)
 
     @extend_schema(
@@ -376,15 +361,9 @@ class QueueViewSet(
     @action(detail=False, methods=["post"], url_path="submit-next")
     def submit_next(self, request, *args, **kwargs):
         project = self.get_project(Capability.LABEL)
-        data = _plain_submit_next(request.data)
-        if data is None:
-            serializer = SubmitNextSerializer(data=request.data)
-            serializer.is_valid(raise_exception=True)
-            data = serializer.validated_data
-        try:
-            annotation, lease = _submit_and_next(request.user, project, data)
-        except AnnotationError as exc:
-            raise ValidationError({exc.field or "non_field_errors": [str(exc)]}) from exc
+        data = _plain_submit_next(request.data) or _validated(SubmitNextSerializer, request.data)
+        with _refusal_as_validation_error():
+            annotation, lease = _submit(request.user, project, data, then_next=True)
         return Response(_submit_next_out(annotation, lease), status=201)
 
 
@@ -472,30 +451,45 @@ def _submit_without_drf(request, user, project, body):
     if data is None:
         return None
     try:
-        annotation = annotation_submit(
-            project=project,
-            user=user,
-            sample=data["sample"],
-            label=data.get("label"),
-            skip=data["skip"],
-            seconds=data.get("seconds"),
-        )
+        annotation, _ = _submit(user, project, data)
     except AnnotationError:
         return None  # nothing was written; the DRF action answers with the error
-    annotation.annotator = user
     return _drf_json(_ANNOTATION_OUT.to_representation(annotation), status.HTTP_201_CREATED)
 
 
-def _submit_and_next(user, project, data):
-    annotation, lease = annotation_submit_and_next(
-        project=project,
-        user=user,
-        sample=data["sample"],
-        label=data.get("label"),
-        skip=data["skip"],
-        seconds=data.get("seconds"),
-        exclude_item_ids=data.get("exclude", ()),
-    )
+def _validated(serializer_class, data):
+    """The serializer's validated data; its errors answer the request (400)."""
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+@contextlib.contextmanager
+def _refusal_as_validation_error():
+    """A label the service refuses answers as a DRF validation error on its field."""
+    try:
+        yield
+    except AnnotationError as exc:
+        raise ValidationError({exc.field or "non_field_errors": [str(exc)]}) from exc
+
+
+def _submit(user, project, data, *, then_next=False):
+    """(annotation, lease) for a validated body: ``annotation_submit`` (lease
+    None) or, with ``then_next``, ``annotation_submit_and_next``."""
+    fields = {
+        "project": project,
+        "user": user,
+        "sample": data["sample"],
+        "label": data.get("label"),
+        "skip": data["skip"],
+        "seconds": data.get("seconds"),
+    }
+    if then_next:
+        annotation, lease = annotation_submit_and_next(
+            **fields, exclude_item_ids=data.get("exclude", ())
+        )
+    else:
+        annotation, lease = annotation_submit(**fields), None
     annotation.annotator = user
     return annotation, lease
 
@@ -513,7 +507,7 @@ def _submit_next_without_drf(request, user, project, body):
     if data is None:
         return None
     try:
-        annotation, lease = _submit_and_next(user, project, data)
+        annotation, lease = _submit(user, project, data, then_next=True)
     except AnnotationError:
         return None  # nothing was written; the DRF action answers with the error
     return _drf_json(_submit_next_out(annotation, lease), status.HTTP_201_CREATED)

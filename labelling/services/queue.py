@@ -272,11 +272,8 @@ def queue_next_in_transaction(cursor, *, project, user, exclude_item_ids=(), now
     exclude = [int(pk) for pk in exclude_item_ids if pk is not None]
     if conn.vendor == "postgresql":
         params = _next_params(project=project, user=user, exclude=exclude, now=now)
-        cursor.execute(_NEXT_POSTGRESQL, params)
-        swept, *row = cursor.fetchone()
-        if row[0] is None:
-            return None, bool(swept)
-        return _lease_from_row(row, conn), False
+        lease, swept = _pick_postgresql(cursor, conn, params)
+        return lease, lease is None and swept
     params = _portable_params(project=project, user=user, now=now)
     held = _held_portable(cursor, params, exclude)
     if held is not None:
@@ -288,15 +285,20 @@ def queue_next_in_transaction(cursor, *, project, user, exclude_item_ids=(), now
 
 def _next_postgresql(cursor, conn, *, project, user, exclude, now):
     params = _next_params(project=project, user=user, exclude=exclude, now=now)
-    cursor.execute(_NEXT_POSTGRESQL, params)
-    swept, *row = cursor.fetchone()
-    if row[0] is None and swept:
+    lease, swept = _pick_postgresql(cursor, conn, params)
+    if lease is None and swept:
         # Only expired leases were found: their items are free now. (A
         # statement of its own, hence a transaction of its own: see
         # queue_next_in_transaction.)
-        cursor.execute(_NEXT_POSTGRESQL, params)
-        swept, *row = cursor.fetchone()
-    return None if row[0] is None else _lease_from_row(row, conn)
+        lease, _ = _pick_postgresql(cursor, conn, params)
+    return lease
+
+
+def _pick_postgresql(cursor, conn, params):
+    """One run of the "next" statement: (lease or None, whether it swept expired leases)."""
+    cursor.execute(_NEXT_POSTGRESQL, params)
+    swept, *row = cursor.fetchone()
+    return (None if row[0] is None else _lease_from_row(row, conn)), bool(swept)
 
 
 def _not_in(column, values, params):
