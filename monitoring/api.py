@@ -35,7 +35,13 @@ from .services.alerts import AlertError, alert_acknowledge
 from .services.api_keys import ApiKeyError, api_key_create, api_key_revoke
 from .services.drift import monitoring_settings_get
 from .services.ground_truth import feedback_record, outcomes_ingest
-from .services.parsing import MAX_BODY_BYTES, IngestError, format_for, read_body
+from .services.parsing import (
+    MAX_BODY_BYTES,
+    IngestError,
+    cycle_collector_paused,
+    format_for,
+    read_body,
+)
 from .services.predictions import CSV_TEXT_COLUMNS, prediction_logs_ingest
 from .services.settings import SettingsError, monitoring_settings_update
 
@@ -149,8 +155,9 @@ def predictions(request, project_pk):
     project = get_project_for_client(request, project_pk, scope=ApiKey.Scope.INGEST)
     try:
         fmt = format_for(request.content_type)
-        frame = read_body(_body(request), fmt, csv_text_columns=CSV_TEXT_COLUMNS)
-        counts = prediction_logs_ingest(project=project, frame=frame, fmt=fmt)
+        with cycle_collector_paused():
+            frame = read_body(_body(request), fmt, csv_text_columns=CSV_TEXT_COLUMNS)
+            counts = prediction_logs_ingest(project=project, frame=frame, fmt=fmt)
     except IngestError as error:
         return _refused(error)
     return Response(counts)
@@ -177,10 +184,11 @@ def outcomes(request, project_pk):
     key = request.auth if isinstance(request.auth, ApiKey) else None
     try:
         fmt = format_for(request.content_type)
-        frame = read_body(_body(request), fmt, csv_text_columns=("request_id", "label"))
-        counts = outcomes_ingest(
-            project=project, frame=frame, api_key=key, by=None if key else request.user
-        )
+        with cycle_collector_paused():
+            frame = read_body(_body(request), fmt, csv_text_columns=("request_id", "label"))
+            counts = outcomes_ingest(
+                project=project, frame=frame, api_key=key, by=None if key else request.user
+            )
     except IngestError as error:
         return _refused(error)
     return Response(counts)

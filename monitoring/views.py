@@ -24,7 +24,7 @@ from .models import Alert, ApiKey, DriftCheck
 from .services.alerts import AlertError, alert_acknowledge
 from .services.api_keys import ApiKeyError, api_key_create, api_key_revoke
 from .services.drift import monitoring_settings_get
-from .services.parsing import MAX_BODY_BYTES, IngestError, read_body
+from .services.parsing import MAX_BODY_BYTES, IngestError, cycle_collector_paused, read_body
 from .services.predictions import CSV_TEXT_COLUMNS, prediction_logs_ingest
 from .services.settings import EDITABLE as SETTINGS_EDITABLE
 from .services.settings import SettingsError, monitoring_settings_update
@@ -89,8 +89,9 @@ def prediction_upload(request, project_pk):
                     f"The file is {upload.size:,} bytes; the limit is {MAX_BODY_BYTES:,}.",
                     field="file",
                 )
-            frame = read_body(upload.read(), fmt, csv_text_columns=CSV_TEXT_COLUMNS)
-            result = prediction_logs_ingest(project=project, frame=frame, fmt=fmt)
+            with cycle_collector_paused():
+                frame = read_body(upload.read(), fmt, csv_text_columns=CSV_TEXT_COLUMNS)
+                result = prediction_logs_ingest(project=project, frame=frame, fmt=fmt)
         except IngestError as exc:
             error = exc
     context = {"project": project, "form": form, "result": result, "error": error}

@@ -1,8 +1,10 @@
 """Request bodies (JSON list, JSON Lines, CSV) into pandas frames, and the
 row-level error report every ingestion endpoint answers with."""
 
+import gc
 import io
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import orjson
@@ -101,6 +103,28 @@ class RowErrors:
             errors=listed,
             error_count=self.count,
         )
+
+
+@contextmanager
+def cycle_collector_paused():
+    """Python's cyclic garbage collector off while a batch is read and stored.
+
+    A 100,000-row batch makes a few million objects that live until the
+    batch is stored (its rows as dicts, the frame, each row's values); every
+    few thousand new objects the collector walks the ones alive, which cost
+    ~0.1 s in reading a batch and ~0.2 s in storing it, a fifth of the
+    request. None of these objects form reference cycles: they are freed as
+    they are dropped, collector or not. It is turned back on after (unless
+    it was off before, e.g. turned off by another request's thread that is
+    still running: that one turns it back on).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def format_for(content_type):

@@ -539,7 +539,10 @@ def _copy(cursor, table, columns, rows):
 
 # Rows checked and sent at a time on the COPY path: PostgreSQL stores one
 # slice while Python checks the next, so the two cores work side by side.
-PIPELINE_ROWS = 20_000
+# Smaller slices shorten the end, where Python waits for PostgreSQL to store
+# the last one (a 100,000-row batch: 0.72-0.80 s in slices of 10,000,
+# 0.84-1.06 s in slices of 20,000; 5,000 gains nothing more).
+PIPELINE_ROWS = 10_000
 
 
 def _table_rows(project, batch, now):

@@ -309,3 +309,27 @@ def test_infinity_in_data_is_a_row_error_not_null(team, versions, key_client):
     assert (body["errors"][0]["row"], body["field"]) == (1, "data")
     assert "cannot be stored as JSON" in body["errors"][0]["message"]
     assert not PredictionLog.objects.exists()
+
+
+@pytest.mark.parametrize("good", [True, False], ids=["stored", "refused"])
+def test_the_garbage_collector_is_paused_for_a_batch_and_back_on_after(
+    team, versions, key_client, monkeypatch, good
+):
+    import gc
+
+    from monitoring.services import predictions
+
+    seen = []
+    ingest = predictions.prediction_logs_ingest
+
+    def watched(**kwargs):
+        seen.append(gc.isenabled())
+        return ingest(**kwargs)
+
+    monkeypatch.setattr("monitoring.api.prediction_logs_ingest", watched)
+    assert gc.isenabled()
+    rows = [log_row(1), log_row(2) if good else log_row(2, predicted="nonsense")]
+    response = post_json(key_client("ingest"), URL.format(team.project.pk), rows)
+    assert response.status_code == (200 if good else 400)
+    assert seen == [False]  # off while the batch was read and stored
+    assert gc.isenabled()  # and on again, whatever the answer

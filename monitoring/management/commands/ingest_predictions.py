@@ -18,7 +18,12 @@ import pandas as pd
 from django.core.management.base import BaseCommand, CommandError
 
 from labelling.models import Project
-from monitoring.services.parsing import MAX_ROWS, IngestError, read_body
+from monitoring.services.parsing import (
+    MAX_ROWS,
+    IngestError,
+    cycle_collector_paused,
+    read_body,
+)
 from monitoring.services.predictions import CSV_TEXT_COLUMNS, prediction_logs_ingest
 
 FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
@@ -49,18 +54,19 @@ class Command(BaseCommand):
         totals = {"stored": 0, "already_stored": 0}
         offset = 0
         try:
-            for frame in _chunks(file, fmt, chunk_rows):
-                counts = prediction_logs_ingest(
-                    project=project, frame=frame, fmt=fmt, row_offset=offset
-                )
-                offset += len(frame)
-                for name in totals:
-                    totals[name] += counts[name]
-                self.stdout.write(
-                    f"{offset:,} rows read: {totals['stored']:,} stored, "
-                    f"{totals['already_stored']:,} already stored "
-                    f"({time.perf_counter() - started:.1f} s)"
-                )
+            with cycle_collector_paused():
+                for frame in _chunks(file, fmt, chunk_rows):
+                    counts = prediction_logs_ingest(
+                        project=project, frame=frame, fmt=fmt, row_offset=offset
+                    )
+                    offset += len(frame)
+                    for name in totals:
+                        totals[name] += counts[name]
+                    self.stdout.write(
+                        f"{offset:,} rows read: {totals['stored']:,} stored, "
+                        f"{totals['already_stored']:,} already stored "
+                        f"({time.perf_counter() - started:.1f} s)"
+                    )
         except IngestError as error:
             lines = [f"Rows {offset + 1:,} onwards were not stored: {error.message}"]
             lines += [
