@@ -57,6 +57,7 @@ class CategoricalDrift:
     current_n: int
     reference_share: dict = field(default_factory=dict)
     current_share: dict = field(default_factory=dict)
+    unseen_share: float = 0.0  # share of current values the reference never had
 
     @property
     def largest_share_change(self) -> tuple[str, float]:
@@ -150,15 +151,49 @@ def numeric_drift(
     )
 
 
-def categorical_drift(name: str, reference: Sequence, current: Sequence) -> CategoricalDrift:
-    """PSI and chi-square over the union of categories (missing is a category)."""
-    ref = pd.Series(reference, dtype=object).fillna("(missing)").astype(str)
-    cur = pd.Series(current, dtype=object).fillna("(missing)").astype(str)
+# Categories seen fewer times than this on both sides are pooled into one
+# (``RARE``) before PSI and chi-square: a share of 1 in 4,000 says nothing,
+# the chi-square test needs a few expected counts per cell, and a field of
+# identifiers (every value new) would otherwise read as a "major shift" of a
+# thousand categories of one row each. Beyond ``MAX_CATEGORIES`` the least
+# common are pooled too, which also bounds what a check stores.
+RARE_BELOW = 5
+MAX_CATEGORIES = 100
+RARE = "(rare values)"
+MISSING = "(missing)"
+
+
+def categorical_drift(
+    name: str,
+    reference: Sequence,
+    current: Sequence,
+    *,
+    rare_below: int = RARE_BELOW,
+    max_categories: int | None = MAX_CATEGORIES,
+) -> CategoricalDrift:
+    """PSI and chi-square over the categories of both sides (missing is a
+    category; rare ones pooled, see ``RARE_BELOW``; ``rare_below=0`` and
+    ``max_categories=None`` keep every category, as for a class mix).
+    ``unseen_share``: the share of current values the reference never had."""
+    ref = pd.Series(reference, dtype=object).fillna(MISSING).astype(str)
+    cur = pd.Series(current, dtype=object).fillna(MISSING).astype(str)
     if len(ref) == 0 or len(cur) == 0:
         raise ValueError(f"field {name!r}: drift needs values on both sides")
-    categories = sorted(set(ref.unique()) | set(cur.unique()))
-    ref_counts = ref.value_counts().reindex(categories, fill_value=0).to_numpy(float)
-    cur_counts = cur.value_counts().reindex(categories, fill_value=0).to_numpy(float)
+    ref_all, cur_all = ref.value_counts(), cur.value_counts()
+    unseen_share = float(cur_all[~cur_all.index.isin(ref_all.index)].sum() / len(cur))
+    both = pd.concat([ref_all.rename("ref"), cur_all.rename("cur")], axis=1).fillna(0)
+    kept = both[(both["ref"] >= rare_below) | (both["cur"] >= rare_below)]
+    if max_categories is not None and len(kept) > max_categories:
+        weight = kept["ref"] / len(ref) + kept["cur"] / len(cur)
+        kept = kept.loc[weight.sort_values(ascending=False, kind="stable").index[:max_categories]]
+    kept = kept.sort_index()
+    categories = kept.index.tolist()
+    ref_counts, cur_counts = kept["ref"].to_numpy(float), kept["cur"].to_numpy(float)
+    pooled_ref, pooled_cur = len(ref) - ref_counts.sum(), len(cur) - cur_counts.sum()
+    if pooled_ref or pooled_cur:
+        categories.append(RARE)
+        ref_counts = np.append(ref_counts, pooled_ref)
+        cur_counts = np.append(cur_counts, pooled_cur)
     chi2 = p_value = None
     if len(categories) > 1:
         result = stats.chi2_contingency(np.vstack([ref_counts, cur_counts]))
@@ -173,6 +208,7 @@ def categorical_drift(name: str, reference: Sequence, current: Sequence) -> Cate
         current_n=len(cur),
         reference_share={c: float(s) for c, s in zip(categories, ref_share, strict=True)},
         current_share={c: float(s) for c, s in zip(categories, cur_share, strict=True)},
+        unseen_share=unseen_share,
     )
 
 
@@ -228,7 +264,13 @@ def text_drift(
 
 def prediction_drift(reference_pred: Sequence, current_pred: Sequence) -> CategoricalDrift:
     """How the predicted-class mix moved: PSI and chi-square of the classes."""
-    return categorical_drift("predicted class", reference_pred, current_pred)
+    return class_mix_drift("predicted class", reference_pred, current_pred)
+
+
+def class_mix_drift(name: str, reference: Sequence, current: Sequence) -> CategoricalDrift:
+    """``categorical_drift`` of a class mix (predicted or true): every class
+    keeps its own cell, however rare, since a rare class is the one to watch."""
+    return categorical_drift(name, reference, current, rare_below=0, max_categories=None)
 
 
 @dataclass(frozen=True)

@@ -79,10 +79,15 @@ def metric_segments(*, project) -> list[str]:
 
 
 # The drift measures worth a line on a chart, per result kind, with the
-# MonitoringSettings threshold each is held against.
+# MonitoringSettings threshold each is held against (None: shown, never an
+# alert: new values of a field of identifiers are expected).
 _DRIFT_MEASURES = {
     "numeric": (("psi", "psi_threshold"),),
-    "categorical": (("psi", "psi_threshold"), ("share_change", "share_points")),
+    "categorical": (
+        ("psi", "psi_threshold"),
+        ("share_change", "share_points"),
+        ("unseen_share", None),
+    ),
     "prediction": (("psi", "psi_threshold"), ("share_change", "share_points")),
     "label": (("psi", "psi_threshold"), ("share_change", "share_points")),
     "text": (("oov_rise", "oov_increase"), ("centroid_distance", "centroid_distance")),
@@ -127,11 +132,12 @@ def drift_series(project, version=None) -> list[dict]:
                     continue
                 key = (result["field"], measure)
                 if key not in series:
-                    threshold = (
-                        getattr(settings_row, setting)
-                        if settings_row is not None
-                        else MonitoringSettings._meta.get_field(setting).default
-                    )
+                    if setting is None:
+                        threshold = None
+                    elif settings_row is not None:
+                        threshold = getattr(settings_row, setting)
+                    else:
+                        threshold = MonitoringSettings._meta.get_field(setting).default
                     series[key] = {
                         "field": result["field"],
                         "kind": result["kind"],

@@ -148,11 +148,11 @@ def drift_results(project, reference, labels, current, predicted, truths):
             continue
         results.append(result)
         stored.append(_as_dict(result, kind))
-    prediction = ml_drift.categorical_drift(PREDICTION_FIELD, list(labels), predicted)
+    prediction = ml_drift.class_mix_drift(PREDICTION_FIELD, list(labels), predicted)
     results.append(prediction)
     stored.append(_as_dict(prediction, "prediction"))
     if len(truths) >= MIN_TRUTH:
-        label = ml_drift.categorical_drift(LABEL_FIELD, list(labels), truths)
+        label = ml_drift.class_mix_drift(LABEL_FIELD, list(labels), truths)
         results.append(label)
         stored.append(_as_dict(label, "label"))
     return results, stored

@@ -71,6 +71,49 @@ def test_categorical_drift_chi_square_matches_scipy():
     assert result.psi > drift.PSI_MAJOR
 
 
+def test_a_field_of_identifiers_is_not_a_major_shift_but_all_unseen():
+    # One review per product: every product id is new in production.
+    reference = [f"B{i:05d}" for i in range(4000)]
+    current = [f"C{i:05d}" for i in range(1000)]
+    result = drift.categorical_drift("product", reference, current)
+    assert result.reference_share == {drift.RARE: 1.0}
+    assert result.current_share == {drift.RARE: 1.0}
+    assert result.psi == pytest.approx(0) and result.chi2 is None
+    assert result.unseen_share == 1.0
+    assert drift.alerts([result]) == []
+
+
+def test_rare_categories_are_pooled_and_chi_square_matches_scipy_on_the_pooled_table():
+    # "x" and "y" are seen under 5 times on both sides; "d" is new but common.
+    reference = ["a"] * 600 + ["b"] * 396 + ["x"] * 3 + ["y"]
+    current = ["a"] * 200 + ["b"] * 196 + ["d"] * 100 + ["y"] * 4
+    result = drift.categorical_drift("carrier", reference, current)
+    assert list(result.reference_share) == ["a", "b", "d", drift.RARE]
+    table = np.array([[600, 396, 0, 4], [200, 196, 100, 4]])
+    expected = stats.chi2_contingency(table)
+    assert result.chi2 == pytest.approx(expected.statistic)
+    assert result.chi2_p_value == pytest.approx(expected.pvalue)
+    assert result.reference_share[drift.RARE] == pytest.approx(0.004)
+    assert result.unseen_share == pytest.approx(100 / 500)
+
+
+def test_only_the_most_common_categories_keep_a_cell_of_their_own():
+    reference = [f"c{i}" for i in range(150) for _ in range(10 + i)]
+    result = drift.categorical_drift("dest", reference, reference, max_categories=20)
+    assert len(result.reference_share) == 21  # 20 and the pool
+    assert "c149" in result.reference_share and "c0" not in result.reference_share
+    assert result.psi == pytest.approx(0)
+
+
+def test_a_class_mix_keeps_a_rare_class_in_its_own_cell():
+    reference = ["ok"] * 990 + ["fraud"] * 2 + ["spam"] * 8
+    current = ["ok"] * 960 + ["fraud"] * 3 + ["spam"] * 37
+    mix = drift.class_mix_drift("predicted class", reference, current)
+    assert set(mix.reference_share) == {"ok", "fraud", "spam"}
+    assert mix.current_share["fraud"] == pytest.approx(0.003)
+    assert drift.RARE in drift.categorical_drift("x", reference, current).reference_share
+
+
 def test_categorical_drift_of_a_single_category_has_no_test():
     result = drift.categorical_drift("x", ["a"] * 10, ["a"] * 5)
     assert result.chi2 is None and result.psi == pytest.approx(0)

@@ -129,6 +129,11 @@ def test_drift_series_gives_each_measure_over_time_with_its_threshold(drift_proj
     assert {("review", "oov_rise"), ("review", "centroid_distance")} <= set(series)
     share = series[(PREDICTION_FIELD, "share_change")]
     assert share["threshold"] == 0.05 and share["points"][1]["value"] > 0.3
+    # A new channel ("phone", ~70% of the shifted day): shown, never an alert by itself.
+    unseen = series[("channel", "unseen_share")]
+    assert unseen["threshold"] is None
+    assert [round(p["value"], 1) for p in unseen["points"]] == [0.0, 0.7]
+    assert (PREDICTION_FIELD, "unseen_share") not in series
     assert all(p["version"] == 1 for s in series.values() for p in s["points"])
     assert drift_series(project, version=version) == list(series.values())
     assert drift_series(project.__class__.objects.exclude(pk=project.pk).first()) == []
