@@ -1,8 +1,13 @@
-"""Shared API pieces: pagination and the JSON error format."""
+"""Shared API pieces: pagination, the project path parameter and the JSON
+error format."""
 
+from drf_spectacular.utils import OpenApiParameter
+from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.views import exception_handler as drf_exception_handler
+
+PROJECT_PARAM = OpenApiParameter("project_pk", int, OpenApiParameter.PATH, description="Project id")
 
 
 class IdCursorPagination(CursorPagination):
@@ -43,3 +48,18 @@ def exception_handler(exc, context):
         field = None
     response.data = {"message": str(message), "field": field, "errors": detail}
     return response
+
+
+class ErrorSerializer(serializers.Serializer):
+    """Every API error (see ``exception_handler``)."""
+
+    message = serializers.CharField(help_text="What is wrong, in a sentence for people.")
+    field = serializers.CharField(allow_null=True, help_text="The input at fault, if one is.")
+    errors = serializers.JSONField(help_text="DRF's detail, as given.")
+
+
+def refusal(error, field=None) -> ValidationError:
+    """A service's refusal (``leanml_site.errors.Refusal``, or any ValueError
+    with an optional ``field``) as a 400 ``{"message", "field", "errors"}``."""
+    field = field or getattr(error, "field", None)
+    return ValidationError({field: [str(error)]} if field else [str(error)])

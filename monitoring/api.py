@@ -23,10 +23,12 @@ from rest_framework.decorators import (
     parser_classes,
     throttle_classes,
 )
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.parsers import BaseParser, JSONParser
 from rest_framework.response import Response
 
 from labelling.permissions import get_project_for_user
+from leanml_site.api import PROJECT_PARAM, ErrorSerializer, refusal
 from leanml_site.roles import Capability, role_can
 
 from .auth import ApiKeyAuthentication, ApiKeyRateThrottle, get_project_for_client
@@ -45,7 +47,6 @@ from .services.parsing import (
 from .services.predictions import CSV_TEXT_COLUMNS, prediction_logs_ingest
 from .services.settings import SettingsError, monitoring_settings_update
 
-PROJECT_PARAM = OpenApiParameter("project_pk", int, OpenApiParameter.PATH, description="Project id")
 CLIENT_AUTH = [ApiKeyAuthentication, SessionAuthentication, TokenAuthentication]
 
 
@@ -242,7 +243,7 @@ def feedback(request, project_pk):
             **form.validated_data,
         )
     except IngestError as error:
-        return Response({"message": error.message, "field": error.field}, status=400)
+        raise refusal(error) from None
     body = {
         "id": row.pk,
         "request_id": row.request_id,
@@ -314,7 +315,7 @@ def api_keys(request, project_pk):
     try:
         key, full = api_key_create(project=project, by=request.user, **form.validated_data)
     except ApiKeyError as error:
-        return Response({"message": error.message, "field": error.field}, status=400)
+        raise refusal(error) from None
     key.key = full
     return Response(ApiKeyCreatedSerializer(key).data, status=status.HTTP_201_CREATED)
 
@@ -330,7 +331,7 @@ def api_key_revoke_view(request, project_pk, pk):
     project = get_project_for_user(request.user, project_pk, capability=Capability.TRAIN)
     key = ApiKey.objects.filter(project=project, pk=pk).select_related("created_by").first()
     if key is None:
-        return Response({"message": "No such API key.", "field": None}, status=404)
+        raise NotFound("No such API key.")
     key.project = project
     api_key_revoke(key=key, by=request.user)
     return Response(ApiKeySerializer(key).data)
@@ -414,11 +415,6 @@ class MonitoringSettingsSerializer(serializers.Serializer):
     surfacing_every_hours = serializers.IntegerField(required=False, allow_null=True)
 
 
-class ProblemSerializer(serializers.Serializer):
-    message = serializers.CharField()
-    field = serializers.CharField(allow_null=True)
-
-
 def _settings_body(row):
     return {name: getattr(row, name) for name in MonitoringSettingsSerializer().fields}
 
@@ -450,7 +446,7 @@ def alert_list_api(request, project_pk):
     summary="Acknowledge an alert (data scientists, product managers, owners)",
     parameters=[PROJECT_PARAM, OpenApiParameter("pk", int, OpenApiParameter.PATH)],
     request=AlertAcknowledgeSerializer,
-    responses={200: AlertSerializer, 400: ProblemSerializer, 404: ProblemSerializer},
+    responses={200: AlertSerializer, 400: ErrorSerializer, 404: ErrorSerializer},
 )
 @api_view(["POST"])
 def alert_acknowledge_api(request, project_pk, pk):
@@ -461,14 +457,14 @@ def alert_acknowledge_api(request, project_pk, pk):
         )
     alert = Alert.objects.filter(project=project, pk=pk).first()
     if alert is None:
-        return Response({"message": "No such alert.", "field": None}, status=404)
+        raise NotFound("No such alert.")
     alert.project = project
     form = AlertAcknowledgeSerializer(data=request.data)
     form.is_valid(raise_exception=True)
     try:
         alert_acknowledge(alert=alert, by=request.user, note=form.validated_data.get("note", ""))
     except AlertError as error:
-        return Response({"message": error.message, "field": error.field}, status=400)
+        raise refusal(error) from None
     return Response(AlertSerializer(alert).data)
 
 
@@ -489,10 +485,7 @@ def drift_check_list_api(request, project_pk):
     version = request.query_params.get("version")
     if version is not None:
         if not version.isdigit():
-            return Response(
-                {"message": f"version: {version!r} is not a version number.", "field": "version"},
-                status=400,
-            )
+            raise ValidationError({"version": [f"{version!r} is not a version number."]})
         checks = checks.filter(model_version__number=int(version))
     checks = checks.order_by("-window_start", "-id")[:100]
     return Response(DriftCheckSerializer(checks, many=True).data)
@@ -509,7 +502,7 @@ def drift_check_list_api(request, project_pk):
     summary="Change some monitoring settings (data scientists and owners; all-or-nothing)",
     parameters=[PROJECT_PARAM],
     request=MonitoringSettingsSerializer,
-    responses={200: MonitoringSettingsSerializer, 400: ProblemSerializer},
+    responses={200: MonitoringSettingsSerializer, 400: ErrorSerializer},
 )
 @api_view(["GET", "PATCH"])
 def monitoring_settings_api(request, project_pk):
@@ -518,7 +511,7 @@ def monitoring_settings_api(request, project_pk):
         return Response(_settings_body(monitoring_settings_get(project)))
     project = get_project_for_user(request.user, project_pk, capability=Capability.TRAIN)
     if not isinstance(request.data, dict):
-        return Response({"message": "Send a JSON object of settings.", "field": None}, status=400)
+        raise ValidationError(["Send a JSON object of settings."])
     try:
         # The service checks types and ranges itself: one set of messages
         # (naming the field) for the page and the API.
@@ -526,7 +519,7 @@ def monitoring_settings_api(request, project_pk):
             project=project, by=request.user, changes=dict(request.data)
         )
     except SettingsError as error:
-        return Response({"message": error.message, "field": error.field}, status=400)
+        raise refusal(error) from None
     return Response(_settings_body(row))
 
 
@@ -580,7 +573,7 @@ class SurfacingRequestSerializer(serializers.Serializer):
     summary="Surface now: queue a run that fills the labelling queue (data scientists, owners)",
     parameters=[PROJECT_PARAM],
     request=SurfacingRequestSerializer,
-    responses={202: SurfacingRunSerializer, 400: ProblemSerializer},
+    responses={202: SurfacingRunSerializer, 400: ErrorSerializer},
 )
 @api_view(["GET", "POST"])
 def surfacing_runs_api(request, project_pk):
@@ -598,5 +591,5 @@ def surfacing_runs_api(request, project_pk):
     try:
         run = surfacing_request(project=project, by=request.user, **form.validated_data)
     except SurfacingError as error:
-        return Response({"message": error.message, "field": error.field}, status=400)
+        raise refusal(error) from None
     return Response(SurfacingRunSerializer(run).data, status=status.HTTP_202_ACCEPTED)

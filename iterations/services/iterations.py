@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from leanml_site.audit import audit_record
+from leanml_site.errors import Refusal
 
 from ..models import Decision, Iteration, ModelVersion, RegressionReport, TrainingJob
 from .training import training_cancel, training_request
@@ -20,13 +21,9 @@ from .training import training_cancel, training_request
 RETRAINABLE = (Iteration.Status.OPEN, Iteration.Status.READY, Iteration.Status.TRAINING)
 
 
-class IterationError(ValueError):
+class IterationError(Refusal):
     """The action is not possible in the iteration's current state; the
     message says why, for people. ``field`` names the form field at fault."""
-
-    def __init__(self, message, field=None):
-        super().__init__(message)
-        self.field = field
 
 
 def iteration_create(*, project, by, title, hypothesis, expected_gain="", effort="") -> Iteration:

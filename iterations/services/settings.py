@@ -24,6 +24,7 @@ from django.db.models import Max
 
 from labelling.models import Project
 from leanml_site.audit import audit_record
+from leanml_site.errors import Refusal
 from leanml_site.roles import Capability, role_can
 from ml.evaluation import gain_array
 from ml.submodels import RuleError, SubModelError, available, create, parse_rules
@@ -43,14 +44,9 @@ PREVIEW_LIMIT = 5000
 MAX_RULES = 500
 
 
-class SettingsError(ValueError):
+class SettingsError(Refusal):
     """A setting, rule or configuration is not acceptable; the message says
     why, for people, and ``field`` names where (``rules.3``, ``gain_matrix``)."""
-
-    def __init__(self, message, field=None):
-        super().__init__(message)
-        self.message = message
-        self.field = field
 
 
 # --- model settings ----------------------------------------------------------------------

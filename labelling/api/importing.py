@@ -18,7 +18,7 @@ from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
-from leanml_site.api import IdCursorPagination
+from leanml_site.api import PROJECT_PARAM, IdCursorPagination
 from leanml_site.roles import Capability
 
 from ..models import ImportJob
@@ -27,7 +27,6 @@ from ..services.exporting import FORMATS, export_stream
 from ..services.importing import import_job_create, import_job_progress
 from .base import ProjectScopedMixin
 
-PROJECT_PARAM = OpenApiParameter("project_pk", int, OpenApiParameter.PATH, description="Project id")
 ID_PARAM = OpenApiParameter("id", int, OpenApiParameter.PATH, description="Import job id")
 
 

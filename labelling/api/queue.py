@@ -27,7 +27,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
-from leanml_site.api import IdCursorPagination
+from leanml_site.api import PROJECT_PARAM, IdCursorPagination
 from leanml_site.roles import Capability
 
 from ..models import Annotation, QueueItem, Sample
@@ -47,7 +47,6 @@ from ..services.annotations import (
 from ..services.queue import queue_item_update, queue_next
 from .base import ProjectScopedMixin
 
-PROJECT_PARAM = OpenApiParameter("project_pk", int, OpenApiParameter.PATH, description="Project id")
 ID_PARAM = OpenApiParameter("id", int, OpenApiParameter.PATH, description="Queue item id")
 
 

@@ -16,6 +16,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
+from leanml_site.api import PROJECT_PARAM
 from leanml_site.roles import Capability
 
 from ..models import Flag, Sample, SampleRevision
@@ -24,7 +25,6 @@ from ..selectors import FLAG_ANY, FLAG_NONE, LABEL_NONE, sample_filter
 from ..services.cleaning import CleaningError, flag_resolve, sample_flag, sample_revise
 from .base import ProjectScopedMixin
 
-PROJECT_PARAM = OpenApiParameter("project_pk", int, OpenApiParameter.PATH, description="Project id")
 SAMPLE_PARAM = OpenApiParameter("sample_pk", int, OpenApiParameter.PATH, description="Sample id")
 ID_PARAM = OpenApiParameter("id", int, OpenApiParameter.PATH)
 

@@ -6,6 +6,8 @@ import math
 from django.db import transaction
 from django.utils import timezone
 
+from leanml_site.errors import Refusal
+
 from ..models import Annotation, LabelClass, Lease, Sample
 from . import raw
 from .consensus import consensus_of
@@ -16,12 +18,8 @@ from .queue import queue_next, queue_next_in_transaction
 MAX_SECONDS = 3600.0
 
 
-class AnnotationError(ValueError):
+class AnnotationError(Refusal):
     """A refused submission; ``field`` names the input that was wrong."""
-
-    def __init__(self, message, *, field=None):
-        super().__init__(message)
-        self.field = field
 
 
 def label_class_resolve(*, project, value) -> LabelClass:

@@ -11,17 +11,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from leanml_site.audit import audit_record
+from leanml_site.errors import Refusal
 from ml.hashing import content_hash
 
 from ..models import Flag, Sample, SampleRevision
 
 
-class CleaningError(ValueError):
+class CleaningError(Refusal):
     """A refused cleaning request; ``field`` names the input that was wrong."""
-
-    def __init__(self, message, *, field=None):
-        super().__init__(message)
-        self.field = field
 
 
 # --- Revisions --------------------------------------------------------------------

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from leanml_site.audit import audit_record
+from leanml_site.errors import Refusal
 from leanml_site.roles import Role
 
 from ..models import Alert, MonitoringSettings
@@ -27,11 +28,8 @@ NOTE_MAX = 2000
 logger = logging.getLogger(__name__)
 
 
-class AlertError(Exception):
-    def __init__(self, message, field=None):
-        super().__init__(message)
-        self.message = message
-        self.field = field
+class AlertError(Refusal):
+    """An alert cannot be acknowledged as asked."""
 
 
 def alerts_raise(*, project, check, alerts, notify=True) -> tuple[list[Alert], list[Alert]]:

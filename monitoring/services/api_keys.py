@@ -8,6 +8,7 @@ from datetime import timedelta
 from django.utils import timezone
 
 from leanml_site.audit import audit_record
+from leanml_site.errors import Refusal
 
 from ..models import ApiKey
 
@@ -19,11 +20,8 @@ SECRET_BYTES = 32
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
-class ApiKeyError(Exception):
-    def __init__(self, message, field=None):
-        self.message = message
-        self.field = field
-        super().__init__(message)
+class ApiKeyError(Refusal):
+    """An API key cannot be created as asked (name, scopes)."""
 
 
 def _hash(secret: str) -> str:

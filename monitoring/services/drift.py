@@ -34,6 +34,7 @@ from django.db import transaction
 
 from iterations.models import ModelVersion
 from iterations.services.training import snapshot_train_frame
+from leanml_site.errors import Refusal
 from ml import drift as ml_drift
 
 from ..models import DriftCheck, MonitoringSettings, PredictionLog
@@ -51,11 +52,8 @@ _REFERENCE_CACHE: OrderedDict = OrderedDict()
 _REFERENCE_CACHE_SIZE = 4
 
 
-class DriftError(Exception):
-    def __init__(self, message, field=None):
-        super().__init__(message)
-        self.message = message
-        self.field = field
+class DriftError(Refusal):
+    """A drift check cannot run as asked (its window)."""
 
 
 def monitoring_settings_get(project) -> MonitoringSettings:

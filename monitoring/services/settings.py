@@ -7,6 +7,7 @@ import math
 from django.db import transaction
 
 from leanml_site.audit import audit_record
+from leanml_site.errors import Refusal
 from ml.surfacing import STRATEGIES
 
 from ..models import MonitoringSettings
@@ -28,11 +29,8 @@ EDITABLE = (
 BUDGET_MAX = 100_000
 
 
-class SettingsError(Exception):
-    def __init__(self, message, field=None):
-        super().__init__(message)
-        self.message = message
-        self.field = field
+class SettingsError(Refusal):
+    """A monitoring setting is out of range or of the wrong type."""
 
 
 def _number(field, value):

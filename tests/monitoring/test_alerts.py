@@ -190,8 +190,18 @@ def test_the_api_lists_alerts_open_first_and_acknowledges(alerted, team):
     assert response.status_code == 200
     assert response.json()["acknowledged_by"] == "product_manager"
     again = team.client("owner").post(url, {}, content_type="application/json")
-    assert again.status_code == 400 and again.json()["field"] == "alert"
+    assert again.status_code == 400
+    # The API's one error shape: the service's sentence, its field, DRF's detail.
+    assert again.json() == {
+        "message": again.json()["errors"]["alert"][0],
+        "field": "alert",
+        "errors": {"alert": [again.json()["message"]]},
+    }
+    assert "already acknowledged" in again.json()["message"]
     assert AuditEvent.objects.filter(action="alert.acknowledge").count() == 1
+    missing = team.client("owner").post(API.format(project.pk) + "alerts/999999/acknowledge/")
+    assert missing.status_code == 404
+    assert (missing.json()["message"], missing.json()["field"]) == ("No such alert.", None)
 
 
 def test_the_api_lists_drift_checks(alerted, team):
