@@ -269,6 +269,18 @@ def test_label_errors_are_listed_for_review_not_queued(mislabelled):
     assert not QueueItem.objects.filter(project=crew.project).exists()
     html = response.content.decode()
     assert html.count('action="/projects/') >= len(suspects)  # a settle form per suspect
+    # The expert judges the sample itself, shown on the list (escaped).
+    from django.utils.html import escape
+
+    text_field = crew.project.text_field
+    for s in suspects[:5]:
+        assert escape(s.sample.data[text_field]) in html
+    top_sample = suspects[0].sample
+    top_sample.data = {**top_sample.data, text_field: "Tasty <script>alert(1)</script> tea"}
+    top_sample.save(update_fields=["data"])
+    shown = client(crew, "owner").get(url).content.decode()
+    assert "Tasty &lt;script&gt;alert(1)&lt;/script&gt; tea" in shown
+    assert "<script>alert(1)" not in shown
 
     # The expert who gave one of these labels is not asked to judge it.
     first = suspects[0].sample
