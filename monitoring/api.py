@@ -419,6 +419,54 @@ def _settings_body(row):
     return {name: getattr(row, name) for name in MonitoringSettingsSerializer().fields}
 
 
+class SuspectSerializer(serializers.Serializer):
+    sample = serializers.IntegerField(source="sample.pk", help_text="Sample id.")
+    external_id = serializers.CharField(source="sample.external_id")
+    data = serializers.JSONField(source="sample.data", help_text="The sample's fields.")
+    given = serializers.CharField(help_text="The class it is labelled with.")
+    suggested = serializers.CharField(help_text="The class the model finds more likely.")
+    score = serializers.FloatField(help_text="How strongly the model disagrees (0 to 1).")
+    reason = serializers.CharField()
+    labelled_by_you = serializers.BooleanField(
+        help_text="You gave this label, so someone else settles it."
+    )
+
+
+class LabelErrorsSerializer(serializers.Serializer):
+    model_version = serializers.IntegerField(
+        allow_null=True, help_text="The production version that judged the labels."
+    )
+    problem = serializers.CharField(
+        allow_null=True, help_text="Why no label could be judged (no production model, ...)."
+    )
+    suspects = SuspectSerializer(many=True)
+
+
+@extend_schema(
+    summary="Suspected label errors, strongest first (at most 200)",
+    description=(
+        "Labelled samples whose class the production model, judging out of fold, finds less "
+        "likely than another. Settle one with the sample's adjudicate endpoint and "
+        '`"review": "label_error"`: someone who labelled the sample may not.'
+    ),
+    parameters=[PROJECT_PARAM],
+    responses=LabelErrorsSerializer,
+)
+@api_view(["GET"])
+def label_error_list_api(request, project_pk):
+    from .services.label_errors import LabelErrorsUnavailable, label_error_suspects
+
+    project = get_project_for_user(request.user, project_pk, capability=Capability.VIEW)
+    try:
+        version, suspects = label_error_suspects(project=project)
+    except LabelErrorsUnavailable as error:
+        return Response({"model_version": None, "problem": error.message, "suspects": []})
+    for suspect in suspects:
+        suspect.labelled_by_you = request.user.pk in suspect.labelled_by
+    body = {"model_version": version.number, "problem": None, "suspects": suspects}
+    return Response(LabelErrorsSerializer(body).data)
+
+
 @extend_schema(
     summary="The project's drift alerts, open ones first",
     parameters=[

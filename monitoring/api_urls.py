@@ -15,6 +15,7 @@ urlpatterns = [
     path(f"{_P}alerts/", api.alert_list_api, name="alert-list"),
     path(f"{_P}alerts/<int:pk>/acknowledge/", api.alert_acknowledge_api, name="alert-acknowledge"),
     path(f"{_P}drift-checks/", api.drift_check_list_api, name="drift-check-list"),
+    path(f"{_P}label-errors/", api.label_error_list_api, name="label-error-list"),
     path(f"{_P}monitoring-settings/", api.monitoring_settings_api, name="monitoring-settings"),
     path(f"{_P}surfacing-runs/", api.surfacing_runs_api, name="surfacing-run-list"),
 ]

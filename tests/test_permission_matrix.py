@@ -484,6 +484,7 @@ SURFACING_PAGES = [
 SURFACING_API = [
     ("get", f"{_P}/surfacing-runs/", T, None),
     ("post", f"{_P}/surfacing-runs/", T, {"budget": 5}),
+    ("get", f"{_P}/label-errors/", V, None),
 ]
 
 

@@ -19,7 +19,7 @@ from leanml_site.roles import Capability, role_can
 from ..models import Adjudication, LabelClass, Sample
 from ..permissions import get_sample_for_user
 from ..selectors_agreement import project_agreement
-from ..services.review import sample_adjudicate
+from ..services.review import REVIEWS, sample_adjudicate
 from .base import ProjectScopedMixin
 
 STATES = [value for value, _ in Sample.Consensus.choices]
@@ -131,6 +131,14 @@ class AdjudicateSerializer(serializers.Serializer):
     gold = serializers.BooleanField(
         required=False, default=False, help_text="Mark as a reference answer (owners only)."
     )
+    review = serializers.ChoiceField(
+        choices=REVIEWS,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="`label_error`: this settles a suspected label error (monitoring's list), "
+        "which someone who labelled the sample may not.",
+    )
 
 
 class AdjudicationSerializer(serializers.ModelSerializer):
@@ -183,7 +191,12 @@ class AdjudicateViewSet(viewsets.GenericViewSet):
         label = resolve_label(project, data["label"])
         try:
             adjudication = sample_adjudicate(
-                sample=sample, by=request.user, label=label, note=data["note"], gold=data["gold"]
+                sample=sample,
+                by=request.user,
+                label=label,
+                note=data["note"],
+                gold=data["gold"],
+                review=data["review"],
             )
         except DjangoValidationError as exc:
             raise ValidationError(exc.message_dict) from exc

@@ -8,14 +8,21 @@ from leanml_site.audit import audit_record
 from ..models import Adjudication, Annotation, LabelClass, Lease, QueueItem, Sample
 from .consensus import consensus_refresh
 
+# ``review`` of an adjudication that settles a suspected label error
+# (monitoring's list): the person who gave the label may not settle it.
+LABEL_ERROR_REVIEW = "label_error"
+REVIEWS = (LABEL_ERROR_REVIEW,)
+
 
 @transaction.atomic
-def sample_adjudicate(*, sample, by, label, note="", gold=False) -> Adjudication:
+def sample_adjudicate(*, sample, by, label, note="", gold=False, review=None) -> Adjudication:
     """Record ``by``'s answer for ``sample`` and make it the consensus.
 
     Adjudications append like labels do: the latest one wins, earlier ones
     stay for the record. Who may adjudicate (and mark gold) is the caller's
-    check, through ``permissions.py``.
+    check, through ``permissions.py``. ``review="label_error"``: it settles
+    a suspected label error, which someone who labelled the sample may not
+    (a review, not a second look by the same person).
 
     1. Lock the sample row, so two adjudications (or an adjudication and a
        label submit that also locks it) apply one after the other and the
@@ -28,6 +35,22 @@ def sample_adjudicate(*, sample, by, label, note="", gold=False) -> Adjudication
         names = ", ".join(sample.project.label_classes.values_list("name", flat=True))
         raise ValidationError(
             {"label": f"Label {label.pk} is not one of this project's classes ({names})."}
+        )
+    if review is not None and review not in REVIEWS:
+        raise ValidationError(
+            {"review": f"Unknown review “{review}” (known: {', '.join(REVIEWS)})."}
+        )
+    if (
+        review == LABEL_ERROR_REVIEW
+        and Annotation.objects.filter(
+            sample_id=sample.pk, annotator=by, kind=Annotation.Kind.LABEL
+        ).exists()
+    ):
+        raise ValidationError(
+            {
+                "review": "You labelled this sample: a suspected label error is settled by "
+                "someone else."
+            }
         )
     locked = (
         Sample.objects.select_for_update()

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 
 from leanml_site.roles import Capability, role_can
 
-from ..models import Annotation, LabelClass, Sample
+from ..models import LabelClass, Sample
 from ..permissions import get_project_for_user, get_sample_for_user
 from ..selectors_agreement import (
     REVIEW_STATES,
@@ -20,7 +20,7 @@ from ..selectors_agreement import (
     review_counts,
     review_page,
 )
-from ..services.review import sample_adjudicate
+from ..services.review import LABEL_ERROR_REVIEW, sample_adjudicate
 
 PAGE_SIZE = 25
 MAX_PAIRS = 30
@@ -61,16 +61,11 @@ def adjudicate(request, project_pk, sample_pk):
     after = request.POST.get("after", "")
     error = adjudication = None
     # A suspected label error (monitoring's list) is settled by someone who
-    # did not give the sample a label: checked here, not only in the form.
-    label_error = request.POST.get("review") == "label_error"
+    # did not give the sample a label: the service refuses it otherwise.
+    label_error = request.POST.get("review") == LABEL_ERROR_REVIEW
     label = _label_from(project, request.POST.get("label", ""))
     if isinstance(label, str):
         error = label
-    elif (
-        label_error
-        and sample.annotations.filter(annotator=request.user, kind=Annotation.Kind.LABEL).exists()
-    ):
-        error = "You labelled this sample: a suspected label error is settled by someone else."
     else:
         try:
             adjudication = sample_adjudicate(
@@ -79,9 +74,10 @@ def adjudicate(request, project_pk, sample_pk):
                 label=label,
                 note=request.POST.get("note", "")[:2000],
                 gold=gold,
+                review=LABEL_ERROR_REVIEW if label_error else None,
             )
         except ValidationError as exc:
-            error = " ".join(exc.message_dict.get("label", exc.messages))
+            error = " ".join(exc.messages)
 
     if request.htmx:
         row = _rows(project, [sample], request.user)[0]

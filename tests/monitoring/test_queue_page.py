@@ -316,7 +316,48 @@ def test_label_errors_are_listed_for_review_not_queued(mislabelled):
     assert client(crew, "outsider").get(url).status_code == 404
 
 
+def test_the_api_lists_label_errors_and_refuses_the_labeller_settling_one(mislabelled):
+    from labelling.models import Adjudication, Annotation
+
+    crew = mislabelled
+    url = f"/api/v1/projects/{crew.project.pk}/label-errors/"
+    body = client(crew, "expert").get(url).json()
+    assert body["problem"] is None and body["model_version"] == 2
+    suspects = body["suspects"]
+    assert len({s["sample"] for s in suspects} & crew.flipped) >= 6
+    assert [s["score"] for s in suspects] == sorted((s["score"] for s in suspects), reverse=True)
+    first = suspects[0]
+    assert first["given"] != first["suggested"] and not first["labelled_by_you"]
+    assert first["data"][crew.project.text_field]
+    Annotation.objects.create(
+        project=crew.project,
+        sample_id=first["sample"],
+        annotator=crew.users["expert"],
+        label=crew.classes[first["given"]],
+    )
+    mine = client(crew, "expert").get(url).json()["suspects"]
+    assert next(s for s in mine if s["sample"] == first["sample"])["labelled_by_you"]
+    adjudicate = f"/api/v1/projects/{crew.project.pk}/samples/{first['sample']}/adjudicate/"
+    answer = {"label": first["suggested"], "review": "label_error"}
+    refused = client(crew, "expert").post(adjudicate, answer, content_type="application/json")
+    assert refused.status_code == 400
+    assert refused.json()["field"] == "review"
+    assert "settled by someone else" in refused.json()["message"]
+    odd = client(crew, "owner").post(
+        adjudicate, {**answer, "review": "second look"}, content_type="application/json"
+    )
+    assert odd.status_code == 400 and odd.json()["field"] == "review"
+    assert not Adjudication.objects.filter(sample_id=first["sample"]).exists()
+    settled = client(crew, "owner").post(adjudicate, answer, content_type="application/json")
+    assert settled.status_code == 201, settled.json()
+    after = client(crew, "expert").get(url).json()["suspects"]
+    assert first["sample"] not in {s["sample"] for s in after}
+
+
 def test_label_errors_without_a_production_model_say_so(crew):
     response = client(crew, "owner").get(f"/projects/{crew.project.pk}/queue/label-errors/")
     assert response.status_code == 200
     assert "no production model" in response.content.decode()
+    api = client(crew, "owner").get(f"/api/v1/projects/{crew.project.pk}/label-errors/").json()
+    assert api["model_version"] is None and api["suspects"] == []
+    assert "no production model" in api["problem"]
