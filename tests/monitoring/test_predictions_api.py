@@ -284,6 +284,28 @@ def test_a_batch_partly_stored_stores_the_rest(team, versions, key_client, monke
     assert PredictionLog.objects.count() == 5
 
 
+def test_a_re_sent_batch_goes_straight_to_the_comparing_path(
+    team, versions, key_client, monkeypatch
+):
+    from django.db import connection
+
+    from monitoring.services import predictions
+
+    client = key_client("ingest")
+    rows = [log_row(i) for i in range(4)]
+    post_json(client, URL.format(team.project.pk), rows[:2])
+    tried = []
+    copy_new = predictions._copy_new
+    monkeypatch.setattr(predictions, "_copy_new", lambda *a: tried.append(1) or copy_new(*a))
+    response = post_json(client, URL.format(team.project.pk), rows)
+    assert response.json() == {"stored": 2, "already_stored": 2}
+    assert tried == []  # its first row is stored: no straight COPY first
+    fresh = post_json(client, URL.format(team.project.pk), [log_row(9), log_row(0)])
+    assert fresh.json() == {"stored": 1, "already_stored": 1}
+    assert tried == ([1] if connection.vendor == "postgresql" else [])
+    assert PredictionLog.objects.count() == 5
+
+
 @pytest.mark.parametrize(
     "data",
     [
