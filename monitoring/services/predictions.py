@@ -684,9 +684,15 @@ def _write_postgres_staged(project, batch, now):
         )
         stored = cursor.rowcount
         if stored < len(batch):
+            # One index probe per staged row (LATERAL ... LIMIT 1 keeps it a
+            # nested loop): a plain join let the planner hash all of the
+            # project's logs whenever its statistics lagged behind a bulk
+            # load (1.7 s instead of 0.27 s for 100,000 rows against 1,000,000).
             cursor.execute(
-                f"SELECT s.row_no, s.request_id FROM {_STAGE} s JOIN {table} p"  # noqa: S608
-                " ON p.project_id = %s AND p.request_id = s.request_id"
+                f"SELECT s.row_no, s.request_id FROM {_STAGE} s CROSS JOIN LATERAL"  # noqa: S608
+                " (SELECT p.timestamp, p.model_version_id, p.data, p.predicted, p.probabilities,"
+                f" p.latency_ms, p.segment FROM {table} p"
+                " WHERE p.project_id = %s AND p.request_id = s.request_id LIMIT 1) p"
                 " WHERE (p.timestamp, p.model_version_id, p.data, p.predicted, p.probabilities,"
                 " p.latency_ms, p.segment) IS DISTINCT FROM (s.ts, s.model_version_id, s.data,"
                 " s.predicted, s.probabilities, s.latency_ms, s.segment)"
