@@ -118,6 +118,14 @@ API = [
 ]
 
 
+def _client(team, who):
+    from django.test import Client
+
+    return (
+        Client() if who == "anonymous" else team.client(team.outsider if who == "outsider" else who)
+    )
+
+
 def _expect_allowed(response):
     assert response.status_code not in (401, 403, 404, 405) and response.status_code < 500, (
         response.status_code
@@ -151,11 +159,7 @@ def _url_kwargs(keys):
 @pytest.mark.parametrize("who", [*ROLES, "outsider", "anonymous"])
 @pytest.mark.parametrize(("method", "name", "keys", "capability", "data"), PAGES)
 def test_page_access(team, world, who, method, name, keys, capability, data):
-    from django.test import Client
-
-    client = (
-        Client() if who == "anonymous" else team.client(team.outsider if who == "outsider" else who)
-    )
+    client = _client(team, who)
     response = _page_request(client, method, name, keys, data, world)
     if who == "anonymous":
         assert response.status_code == 302
@@ -179,11 +183,7 @@ def _fill(value, world):
 @pytest.mark.parametrize("who", [*ROLES, "outsider", "anonymous"])
 @pytest.mark.parametrize(("method", "path", "capability", "data"), API)
 def test_api_access(team, world, who, method, path, capability, data):
-    from django.test import Client
-
-    client = (
-        Client() if who == "anonymous" else team.client(team.outsider if who == "outsider" else who)
-    )
+    client = _client(team, who)
     url = path.format(**world)
     payload = _fill(data, world)
     if payload is not None and method != "get":
@@ -213,7 +213,7 @@ def test_api_project_list_shows_nothing_of_other_projects(team, world):
 
 
 # --- iteration pages -------------------------------------------------------------------
-T, D = Capability.TRAIN, Capability.DECIDE
+T, D, S = Capability.TRAIN, Capability.DECIDE, Capability.STEER
 ITERATION_PAGES = [
     ("get", "iterations:iteration_list", ["p"], V, None),
     ("get", "iterations:iteration_create", ["p"], T, None),
@@ -224,6 +224,8 @@ ITERATION_PAGES = [
     ("post", "iterations:iteration_rerun", ["p", "it"], T, {}),
     ("get", "iterations:job_progress", ["p", "it", "tj"], V, None),
     ("post", "iterations:job_cancel", ["p", "it", "tj"], T, {}),
+    # Abandoning is for those who train or decide.
+    ("post", "iterations:iteration_abandon", ["p", "it"], S, {}),
 ]
 
 
@@ -260,28 +262,6 @@ def test_iteration_page_access(team, iteration_world, who, method, name, keys, c
     test_page_access(team, iteration_world, who, method, name, keys, capability, data)
 
 
-@pytest.mark.parametrize("who", [*ROLES, "outsider", "anonymous"])
-def test_iteration_abandon_access(team, iteration_world, who):
-    """Abandoning is for those who train or decide: data scientists, product managers, owners."""
-    from django.test import Client
-
-    client = (
-        Client() if who == "anonymous" else team.client(team.outsider if who == "outsider" else who)
-    )
-    response = _page_request(
-        client, "post", "iterations:iteration_abandon", ["p", "it"], {}, iteration_world
-    )
-    if who == "anonymous":
-        assert response.status_code == 302
-        assert response["Location"].startswith(reverse("login"))
-    elif who == "outsider":
-        assert response.status_code == 404
-    elif who in CAPABILITIES[Capability.TRAIN] | CAPABILITIES[Capability.DECIDE]:
-        _expect_allowed(response)
-    else:
-        assert response.status_code == 403
-
-
 # --- iterations API --------------------------------------------------------------------
 _P = "/api/v1/projects/{p}"
 ITERATION_API = [
@@ -311,6 +291,9 @@ ITERATION_API = [
         {"submodels": [{"name": "tfidf_logreg", "fields": ["text"]}]},
     ),
     ("get", f"{_P}/ensemble-configs/available/", V, None),
+    # Slices, gates, compare_last, retrain_every, abandoning: those who train or decide.
+    ("post", f"{_P}/iterations/{{it}}/abandon/", S, {}),
+    ("patch", f"{_P}/model-settings/", S, {"compare_last": 4}),
 ]
 
 
@@ -327,97 +310,56 @@ def test_iteration_api_access(team, iteration_api_world, who, method, path, capa
     test_api_access(team, iteration_api_world, who, method, path, capability, data)
 
 
-@pytest.mark.parametrize("who", [*ROLES, "outsider", "anonymous"])
-@pytest.mark.parametrize(
-    ("method", "path", "data"),
-    [
-        ("post", f"{_P}/iterations/{{it}}/abandon/", {}),
-        # Slices, gates, compare_last, retrain_every: those who train or decide.
-        ("patch", f"{_P}/model-settings/", {"compare_last": 4}),
-    ],
-)
-def test_iteration_api_for_training_or_deciding_roles(
-    team, iteration_api_world, who, method, path, data
-):
-    from django.test import Client
-
-    client = (
-        Client() if who == "anonymous" else team.client(team.outsider if who == "outsider" else who)
-    )
-    url = path.format(**iteration_api_world)
-    response = getattr(client, method)(url, data, content_type="application/json")
-    if who == "anonymous":
-        assert response.status_code in (401, 403)
-    elif who == "outsider":
-        assert response.status_code == 404
-    elif who in CAPABILITIES[Capability.TRAIN] | CAPABILITIES[Capability.DECIDE]:
-        _expect_allowed(response)
-    else:
-        assert response.status_code == 403
-        assert "message" in response.json()
-
-
-# --- monitoring: API keys page, ingestion and key API ---------------------------------
+# --- monitoring: API keys, ingestion, drift and alerts, surfacing, the queue page -------
 MONITORING_PAGES = [
     ("get", "monitoring:api_key_list", ["p"], T, None),
     ("post", "monitoring:api_key_list", ["p"], T, {}),
     ("post", "monitoring:api_key_revoke", ["p", "key"], T, {}),
     ("get", "monitoring:prediction_upload", ["p"], T, None),
     ("post", "monitoring:prediction_upload", ["p"], T, {}),
+    ("get", "monitoring:alert_list", ["p"], V, None),
+    ("get", "monitoring:monitoring", ["p"], V, None),
+    ("post", "monitoring:drift_check_now", ["p"], T, {}),
+    ("get", "monitoring:settings", ["p"], V, None),
+    ("post", "monitoring:settings", ["p"], T, {}),
+    # Acknowledging is for those who train or decide.
+    ("post", "monitoring:alert_acknowledge", ["p", "alert"], S, {}),
+    ("get", "monitoring:queue", ["p"], V, None),
+    ("get", "monitoring:label_errors", ["p"], V, None),
+    ("post", "monitoring:queue_strategy_priority", ["p"], Q, {"strategy": "x", "direction": "up"}),
+    ("post", "monitoring:queue_item_priority", ["p", "item"], Q, {"priority": "2"}),
+    ("get", "monitoring:surface_now", ["p"], T, None),
+    ("post", "monitoring:surface_now", ["p"], T, {"budget": "5", "since_days": "7"}),
+    ("get", "monitoring:surfacing_run", ["p", "run"], T, None),
 ]
-# With a person's login, sending data is for those who train models (experts may not).
 MONITORING_API = [
+    # With a person's login, sending data is for those who train models (experts may not).
     ("post", f"{_P}/predictions/", T, []),
     ("post", f"{_P}/outcomes/", T, []),
     ("post", f"{_P}/feedback/", T, {"request_id": "r", "label": "great", "kind": "confirm"}),
     ("get", f"{_P}/api-keys/", T, None),
     ("post", f"{_P}/api-keys/", T, {"name": "k", "scopes": ["ingest"]}),
     ("post", f"{_P}/api-keys/{{key}}/revoke/", T, {}),
+    ("get", f"{_P}/alerts/", V, None),
+    ("get", f"{_P}/drift-checks/", V, None),
+    ("get", f"{_P}/monitoring-settings/", V, None),
+    ("patch", f"{_P}/monitoring-settings/", T, {"share_points": 0.1}),
+    ("post", f"{_P}/alerts/{{alert}}/acknowledge/", S, {"note": "seen"}),
+    ("get", f"{_P}/surfacing-runs/", T, None),
+    ("post", f"{_P}/surfacing-runs/", T, {"budget": 5}),
+    ("get", f"{_P}/label-errors/", V, None),
 ]
 
 
 @pytest.fixture
 def monitoring_world(team, world):
+    """An API key, an open drift alert and a surfacing run of the project."""
+    from datetime import UTC, datetime
+
+    from monitoring.models import Alert, SurfacingRun
     from monitoring.services.api_keys import api_key_create
 
     key, _secret = api_key_create(project=team.project, by=None, name="k", scopes=["ingest"])
-    return {**world, "key": key.pk}
-
-
-@pytest.mark.parametrize("who", [*ROLES, "outsider", "anonymous"])
-@pytest.mark.parametrize(("method", "name", "keys", "capability", "data"), MONITORING_PAGES)
-def test_monitoring_page_access(team, monitoring_world, who, method, name, keys, capability, data):
-    test_page_access(team, monitoring_world, who, method, name, keys, capability, data)
-
-
-@pytest.mark.parametrize("who", [*ROLES, "outsider", "anonymous"])
-@pytest.mark.parametrize(("method", "path", "capability", "data"), MONITORING_API)
-def test_monitoring_api_access(team, monitoring_world, who, method, path, capability, data):
-    test_api_access(team, monitoring_world, who, method, path, capability, data)
-
-
-# --- monitoring: drift alerts and the monitoring settings ------------------------------
-DRIFT_PAGES = [
-    ("get", "monitoring:alert_list", ["p"], V, None),
-    ("get", "monitoring:monitoring", ["p"], V, None),
-    ("post", "monitoring:drift_check_now", ["p"], T, {}),
-    ("get", "monitoring:settings", ["p"], V, None),
-    ("post", "monitoring:settings", ["p"], T, {}),
-]
-DRIFT_API = [
-    ("get", f"{_P}/alerts/", V, None),
-    ("get", f"{_P}/drift-checks/", V, None),
-    ("get", f"{_P}/monitoring-settings/", V, None),
-    ("patch", f"{_P}/monitoring-settings/", T, {"share_points": 0.1}),
-]
-
-
-@pytest.fixture
-def alert_world(team, world):
-    from datetime import UTC, datetime
-
-    from monitoring.models import Alert
-
     when = datetime(2026, 3, 1, tzinfo=UTC)
     alert = Alert.objects.create(
         project=team.project,
@@ -430,82 +372,20 @@ def alert_world(team, world):
         window_start=when,
         window_end=when,
     )
-    return {**world, "alert": alert.pk}
-
-
-@pytest.mark.parametrize("who", [*ROLES, "outsider", "anonymous"])
-@pytest.mark.parametrize(("method", "name", "keys", "capability", "data"), DRIFT_PAGES)
-def test_drift_page_access(team, alert_world, who, method, name, keys, capability, data):
-    test_page_access(team, alert_world, who, method, name, keys, capability, data)
-
-
-@pytest.mark.parametrize("who", [*ROLES, "outsider", "anonymous"])
-@pytest.mark.parametrize(("method", "path", "capability", "data"), DRIFT_API)
-def test_drift_api_access(team, alert_world, who, method, path, capability, data):
-    test_api_access(team, alert_world, who, method, path, capability, data)
-
-
-@pytest.mark.parametrize("who", [*ROLES, "outsider", "anonymous"])
-@pytest.mark.parametrize("api", [False, True])
-def test_alert_acknowledge_access(team, alert_world, who, api):
-    """Acknowledging is for those who train or decide: data scientists, product managers, owners."""
-    from django.test import Client
-
-    client = (
-        Client() if who == "anonymous" else team.client(team.outsider if who == "outsider" else who)
-    )
-    if api:
-        url = f"/api/v1/projects/{alert_world['p']}/alerts/{alert_world['alert']}/acknowledge/"
-        response = client.post(url, {"note": "seen"}, content_type="application/json")
-    else:
-        response = _page_request(
-            client, "post", "monitoring:alert_acknowledge", ["p", "alert"], {}, alert_world
-        )
-    if who == "anonymous":
-        assert response.status_code in ((401, 403) if api else (302,))
-    elif who == "outsider":
-        assert response.status_code == 404
-    elif who in CAPABILITIES[Capability.TRAIN] | CAPABILITIES[Capability.DECIDE]:
-        _expect_allowed(response)
-    else:
-        assert response.status_code == 403
-
-
-# --- monitoring: surfacing runs, the queue page, suspected label errors ----------------
-SURFACING_PAGES = [
-    ("get", "monitoring:queue", ["p"], V, None),
-    ("get", "monitoring:label_errors", ["p"], V, None),
-    ("post", "monitoring:queue_strategy_priority", ["p"], Q, {"strategy": "x", "direction": "up"}),
-    ("post", "monitoring:queue_item_priority", ["p", "item"], Q, {"priority": "2"}),
-    ("get", "monitoring:surface_now", ["p"], T, None),
-    ("post", "monitoring:surface_now", ["p"], T, {"budget": "5", "since_days": "7"}),
-    ("get", "monitoring:surfacing_run", ["p", "run"], T, None),
-]
-SURFACING_API = [
-    ("get", f"{_P}/surfacing-runs/", T, None),
-    ("post", f"{_P}/surfacing-runs/", T, {"budget": 5}),
-    ("get", f"{_P}/label-errors/", V, None),
-]
-
-
-@pytest.fixture
-def surfacing_world(team, world):
-    from monitoring.models import SurfacingRun
-
     run = SurfacingRun.objects.create(project=team.project, budget=5, mix={"random": 1})
-    return {**world, "run": run.pk}
+    return {**world, "key": key.pk, "alert": alert.pk, "run": run.pk}
 
 
 @pytest.mark.parametrize("who", [*ROLES, "outsider", "anonymous"])
-@pytest.mark.parametrize(("method", "name", "keys", "capability", "data"), SURFACING_PAGES)
-def test_surfacing_page_access(team, surfacing_world, who, method, name, keys, capability, data):
-    test_page_access(team, surfacing_world, who, method, name, keys, capability, data)
+@pytest.mark.parametrize(("method", "name", "keys", "capability", "data"), MONITORING_PAGES)
+def test_monitoring_page_access(team, monitoring_world, who, method, name, keys, capability, data):
+    test_page_access(team, monitoring_world, who, method, name, keys, capability, data)
 
 
 @pytest.mark.parametrize("who", [*ROLES, "outsider", "anonymous"])
-@pytest.mark.parametrize(("method", "path", "capability", "data"), SURFACING_API)
-def test_surfacing_api_access(team, surfacing_world, who, method, path, capability, data):
-    test_api_access(team, surfacing_world, who, method, path, capability, data)
+@pytest.mark.parametrize(("method", "path", "capability", "data"), MONITORING_API)
+def test_monitoring_api_access(team, monitoring_world, who, method, path, capability, data):
+    test_api_access(team, monitoring_world, who, method, path, capability, data)
 
 
 def test_steering_is_for_those_who_train_or_decide():
