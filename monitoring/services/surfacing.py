@@ -66,10 +66,6 @@ CHUNK = 5_000
 # beyond it: k-means centres need no more).
 NOVELTY_FIT_ROWS = 20_000
 NOVELTY_CACHE_SIZE = 4
-# Training rows the uncertainty committee's members resample (a random
-# sample beyond it), and committees kept per worker process.
-COMMITTEE_FIT_ROWS = 20_000
-COMMITTEE_CACHE_SIZE = 4
 SVD_COMPONENTS = 50
 TOP_CATEGORIES = 20
 
@@ -419,31 +415,6 @@ def _novelty_model(project, snapshot):
     return representation, model
 
 
-# Committees (query by bagging) per model version, in this process: the
-# production ensemble's sub-models refitted on resamples of its training
-# snapshot, fitted once per version like the novelty representation.
-_COMMITTEE_CACHE: OrderedDict = OrderedDict()
-
-
-def _committee(version):
-    if version.pk in _COMMITTEE_CACHE:
-        _COMMITTEE_CACHE.move_to_end(version.pk)
-        return _COMMITTEE_CACHE[version.pk]
-    from iterations.services.artifacts import ensemble_load
-    from iterations.services.training import snapshot_train_frame
-
-    ensemble = ensemble_load(version)
-    frame, labels = snapshot_train_frame(version.snapshot)
-    if len(frame) > COMMITTEE_FIT_ROWS:
-        keep = np.random.default_rng(0).choice(len(frame), COMMITTEE_FIT_ROWS, replace=False)
-        frame, labels = frame.iloc[np.sort(keep)], labels[np.sort(keep)]
-    committee = strategies.Committee.fit(ensemble, frame, labels, seed=version.pk)
-    _COMMITTEE_CACHE[version.pk] = committee
-    while len(_COMMITTEE_CACHE) > COMMITTEE_CACHE_SIZE:
-        _COMMITTEE_CACHE.popitem(last=False)
-    return committee
-
-
 def _pool_positions(confidence, predicted, corrected_mask, seed):
     """Positions (into the candidate arrays) read in full, and every
     candidate's stratified random score."""
@@ -498,6 +469,8 @@ def _surface(run):
             [read[int(i)][1] for i in pool_ids], columns=classes
         ).fillna(0.0)
         proba = proba_frame.to_numpy(float)
+        if "uncertainty" in mix:
+            scored["uncertainty"] = strategies.uncertainty(proba, classes)
         if "random" in mix:
             scores = random_all[pool]
             reasons = [
@@ -509,21 +482,6 @@ def _surface(run):
             corrected = [corrections.get(r) for r in request_ids[pool]]
             scored["feedback"] = strategies.feedback(proba, classes, predicted[pool], corrected)
         frame = pd.DataFrame.from_records(datas)
-        if "uncertainty" in mix:
-            uncertain = strategies.uncertainty(proba, classes)
-            try:
-                excluded = np.fromiter((i in exclude for i in pool_ids.tolist()), bool, len(pool))
-                positions = strategies.shortlist(
-                    uncertain.scores, strategies.COMMITTEE_SHORTLIST * run.budget, excluded
-                )
-                committee = _committee(version)
-                uncertain = strategies.uncertainty_by_committee(
-                    uncertain, positions, committee.proba(frame.iloc[positions])
-                )
-            except Exception as error:  # noqa: BLE001 (plain uncertainty still ranks them)
-                notes.append(f"uncertain samples not re-ranked by the committee: {error}")
-            scored["uncertainty"] = uncertain
-            timings["uncertainty_s"] = time.perf_counter() - started
         if "disagreement" in mix:
             try:
                 from iterations.services.artifacts import ensemble_load
