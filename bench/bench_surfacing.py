@@ -59,18 +59,29 @@ FEEDBACK_RATE = 0.10  # share of predictions an end user corrects or confirms
 
 
 MIX = None  # --mix: another mix than ml.surfacing.DEFAULT_MIX, for comparison
+COMMITTEE = False  # --committee: uncertain picks re-ranked by a bagged committee
 
 
-def pick(strategy, model, pool, y_pool, feedback, budget, classes, novelty_model, features, rng):
-    """Positions in ``pool`` to label next."""
+def pick(
+    strategy, model, pool, y_pool, feedback, budget, classes, novelty_model, features, rng, train
+):
+    """Positions in ``pool`` to label next. ``train``: the labelled frame
+    and labels the model was fitted on (the training snapshot)."""
     if strategy == "random":
         n = min(budget, len(pool))
         return rng.choice(len(pool), size=n, replace=False), {"random": n}
     parts = model.submodel_proba(pool)
     proba = model.combine(parts, len(pool))
     predicted = np.asarray(model.classes_)[proba.argmax(axis=1)]
+    uncertain = surfacing.uncertainty(proba, list(model.classes_))
+    if COMMITTEE:
+        committee = surfacing.Committee.fit(model, *train, seed=int(rng.integers(1 << 30)))
+        positions = surfacing.shortlist(uncertain.scores, surfacing.COMMITTEE_SHORTLIST * budget)
+        uncertain = surfacing.uncertainty_by_committee(
+            uncertain, positions, committee.proba(pool.iloc[positions])
+        )
     scored = {
-        "uncertainty": surfacing.uncertainty(proba, list(model.classes_)),
+        "uncertainty": uncertain,
         "random": surfacing.random_scored(predicted, seed=int(rng.integers(1 << 31))),
         "feedback": surfacing.feedback(proba, list(model.classes_), predicted, feedback),
     }
@@ -211,6 +222,7 @@ def run_reviews(strategy, seed, *, start=100, budget=100, rounds=12):
             novelty_model,
             features,
             rng,
+            (pool[labelled], y_pool[labelled]),
         )
         chosen, mix = chosen
         mixes.append(mix)
@@ -397,6 +409,7 @@ def run_flights(strategy, seed, *, start=2000, budget=500, per_month=20_000):
             novelty_model,
             features,
             rng,
+            (train, y_train),
         )
         chosen, rows[-1]["mix"] = chosen
         frames.append(pool.iloc[chosen])
@@ -486,7 +499,14 @@ def main():
     )
     parser.add_argument("--only", choices=["reviews", "flights"])
     parser.add_argument("--mix", help='JSON shares, e.g. {"uncertainty": 1}')
+    parser.add_argument(
+        "--committee",
+        action="store_true",
+        help="re-rank the most uncertain candidates by a bagged committee's disagreement",
+    )
     args = parser.parse_args()
+    global COMMITTEE
+    COMMITTEE = args.committee
     if args.mix:
         import json
 
@@ -500,14 +520,20 @@ def main():
         started = time.perf_counter()
         result = bench_reviews(seeds)
         result.update(
-            seeds=list(seeds), seconds=round(time.perf_counter() - started), load_1min=load
+            seeds=list(seeds),
+            committee=COMMITTEE,
+            seconds=round(time.perf_counter() - started),
+            load_1min=load,
         )
         emit("surfacing_reviews", result)
     if args.only in (None, "flights"):
         started = time.perf_counter()
         result = bench_flights(seeds)
         result.update(
-            seeds=list(seeds), seconds=round(time.perf_counter() - started), load_1min=load
+            seeds=list(seeds),
+            committee=COMMITTEE,
+            seconds=round(time.perf_counter() - started),
+            load_1min=load,
         )
         emit("surfacing_flights", result)
 

@@ -104,6 +104,120 @@ def uncertainty(proba, classes: Sequence) -> Scored:
     return Scored("uncertainty", 1.0 - p1, reasons)
 
 
+# Query by bagging: the production ensemble's sub-models refitted on this
+# many stratified bootstrap resamples of its training labels, asked about
+# the COMMITTEE_SHORTLIST × budget most uncertain candidates.
+COMMITTEE_MEMBERS = 5
+COMMITTEE_SHORTLIST = 10
+
+
+@dataclass
+class Committee:
+    """Copies of an ensemble whose sub-models were refitted on stratified
+    bootstrap resamples of the training labels (query by bagging). Each
+    member combines its sub-models the way the ensemble does (its stacking
+    model or voting weights), so the members differ only by the labels they
+    saw: where they disagree, the model has not learnt the sample yet;
+    where they agree on a near-even split, the sample is ambiguous and more
+    labels like it teach little."""
+
+    ensemble: object
+    members: list[dict]  # per member: sub-model key -> fitted sub-model
+
+    @classmethod
+    def fit(
+        cls,
+        ensemble,
+        frame: pd.DataFrame,
+        labels,
+        *,
+        members: int = COMMITTEE_MEMBERS,
+        seed: int = 0,
+    ) -> Committee:
+        if members < 2:
+            raise ValueError("a committee needs at least two members")
+        y = np.asarray(labels, dtype=object)
+        if len(y) != len(frame) or len(y) == 0:
+            raise ValueError(
+                f"a committee needs labelled rows, got {len(frame)} rows, {len(y)} labels"
+            )
+        frame = frame.reset_index(drop=True)
+        rng = np.random.default_rng(seed)
+        by_class = [np.flatnonzero(y == c) for c in pd.unique(y)]
+        fitted = []
+        for m in range(members):
+            # Stratified: every class keeps its count, so no member lacks one.
+            rows = np.concatenate([rng.choice(p, size=len(p), replace=True) for p in by_class])
+            sample, sample_y = frame.iloc[rows].reset_index(drop=True), y[rows]
+            fitted.append(
+                {
+                    sub.key: sub.clone().fit(sample, sample_y, seed=seed + m)
+                    for sub in ensemble.submodels
+                }
+            )
+        return cls(ensemble, fitted)
+
+    def proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """(members, rows, classes): each member's combined probabilities,
+        in the ensemble's class order."""
+        from ml.submodels.base import align_proba
+
+        classes = self.ensemble.classes_
+        out = []
+        for member in self.members:
+            parts = {
+                key: align_proba(sub.predict_proba(frame), sub.classes_, classes)
+                for key, sub in member.items()
+            }
+            out.append(self.ensemble.combine(parts, len(frame)))
+        return np.stack(out) if out else np.zeros((0, len(frame), len(classes)))
+
+
+def committee_disagreement(member_proba) -> np.ndarray:
+    """Mean KL divergence of each member from the members' average: the
+    mutual information between a sample's label and which member is asked
+    (the entropy of the average minus the average entropy). Zero where the
+    members agree, however unsure they all are."""
+    stack = np.asarray(member_proba, dtype=float)
+    if stack.ndim != 3 or len(stack) < 2:
+        raise ValueError(
+            f"member probabilities must be (members ≥ 2, rows, classes), got {stack.shape}"
+        )
+    stack = np.clip(stack, 1e-9, 1.0)
+    mean = stack.mean(axis=0)
+    return (stack * np.log(stack / mean)).sum(axis=2).mean(axis=0)
+
+
+def shortlist(scores, n: int, exclude=None) -> np.ndarray:
+    """Positions of the ``n`` highest scores (NaN and ``exclude``d
+    positions left out), best first."""
+    scores = np.asarray(scores, dtype=float)
+    keep = ~np.isnan(scores)
+    if exclude is not None:
+        keep &= ~np.asarray(exclude, dtype=bool)
+    positions = np.flatnonzero(keep)
+    order = np.argsort(-scores[positions], kind="stable")
+    return positions[order[: max(n, 0)]]
+
+
+def uncertainty_by_committee(uncertain: Scored, positions, member_proba) -> Scored:
+    """The uncertainty strategy re-ranked: only the shortlisted ``positions``
+    (the most uncertain candidates) stay candidates, ordered by how much
+    the committee disagrees on them (``committee_disagreement`` of
+    ``member_proba``, rows aligned with ``positions``), so that samples the
+    model has not learnt come before ambiguous ones."""
+    positions = np.asarray(positions, dtype=np.int64)
+    disagreement_ = committee_disagreement(member_proba)
+    if len(disagreement_) != len(positions):
+        raise ValueError(f"{len(disagreement_)} committee rows for {len(positions)} positions")
+    scores = np.full(len(uncertain.scores), np.nan)
+    scores[positions] = disagreement_
+    reasons = list(uncertain.reasons)
+    for i, d in zip(positions.tolist(), disagreement_, strict=True):
+        reasons[i] = f"{uncertain.reasons[i]}; models fitted on resampled labels disagree ({d:.3f})"
+    return Scored("uncertainty", scores, reasons)
+
+
 def margin(proba) -> np.ndarray:
     """Top probability minus the second: small = uncertain."""
     p = np.sort(_proba(proba), axis=1)
