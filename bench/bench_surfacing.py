@@ -60,6 +60,7 @@ FEEDBACK_RATE = 0.10  # share of predictions an end user corrects or confirms
 
 MIX = None  # --mix: another mix than ml.surfacing.DEFAULT_MIX, for comparison
 COMMITTEE = False  # --committee: uncertain picks re-ranked by a bagged committee
+FEEDBACK_FROM = None  # --feedback-from N: a 0.1 feedback share once N labels are in
 
 
 def pick(
@@ -89,7 +90,10 @@ def pick(
         scored["disagreement"] = surfacing.disagreement(parts, list(model.classes_))
     if novelty_model is not None:
         scored["novelty"] = surfacing.novelty(novelty_model, features(pool))
-    picks = surfacing.surface(list(range(len(pool))), scored, budget, mix=MIX)
+    mix = MIX
+    if FEEDBACK_FROM is not None and len(train[1]) >= FEEDBACK_FROM:
+        mix = {**(MIX or surfacing.DEFAULT_MIX), "feedback": 0.1}
+    picks = surfacing.surface(list(range(len(pool))), scored, budget, mix=mix)
     return np.array([p.id for p in picks], dtype=int), pd.Series(
         [p.strategy for p in picks]
     ).value_counts().to_dict()
@@ -504,9 +508,15 @@ def main():
         action="store_true",
         help="re-rank the most uncertain candidates by a bagged committee's disagreement",
     )
+    parser.add_argument(
+        "--feedback-from",
+        type=int,
+        help="add a 0.1 feedback share to the mix once the model has this many labels",
+    )
     args = parser.parse_args()
-    global COMMITTEE
+    global COMMITTEE, FEEDBACK_FROM
     COMMITTEE = args.committee
+    FEEDBACK_FROM = args.feedback_from
     if args.mix:
         import json
 
@@ -522,6 +532,7 @@ def main():
         result.update(
             seeds=list(seeds),
             committee=COMMITTEE,
+            feedback_from=FEEDBACK_FROM,
             seconds=round(time.perf_counter() - started),
             load_1min=load,
         )
@@ -532,6 +543,7 @@ def main():
         result.update(
             seeds=list(seeds),
             committee=COMMITTEE,
+            feedback_from=FEEDBACK_FROM,
             seconds=round(time.perf_counter() - started),
             load_1min=load,
         )
