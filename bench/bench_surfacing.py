@@ -59,30 +59,18 @@ FEEDBACK_RATE = 0.10  # share of predictions an end user corrects or confirms
 
 
 MIX = None  # --mix: another mix than ml.surfacing.DEFAULT_MIX, for comparison
-COMMITTEE = False  # --committee: uncertain picks re-ranked by a bagged committee
-FEEDBACK_FROM = None  # --feedback-from N: a 0.1 feedback share once N labels are in
 
 
-def pick(
-    strategy, model, pool, y_pool, feedback, budget, classes, novelty_model, features, rng, train
-):
-    """Positions in ``pool`` to label next. ``train``: the labelled frame
-    and labels the model was fitted on (the training snapshot)."""
+def pick(strategy, model, pool, y_pool, feedback, budget, classes, novelty_model, features, rng):
+    """Positions in ``pool`` to label next."""
     if strategy == "random":
         n = min(budget, len(pool))
         return rng.choice(len(pool), size=n, replace=False), {"random": n}
     parts = model.submodel_proba(pool)
     proba = model.combine(parts, len(pool))
     predicted = np.asarray(model.classes_)[proba.argmax(axis=1)]
-    uncertain = surfacing.uncertainty(proba, list(model.classes_))
-    if COMMITTEE:
-        committee = surfacing.Committee.fit(model, *train, seed=int(rng.integers(1 << 30)))
-        positions = surfacing.shortlist(uncertain.scores, surfacing.COMMITTEE_SHORTLIST * budget)
-        uncertain = surfacing.uncertainty_by_committee(
-            uncertain, positions, committee.proba(pool.iloc[positions])
-        )
     scored = {
-        "uncertainty": uncertain,
+        "uncertainty": surfacing.uncertainty(proba, list(model.classes_)),
         "random": surfacing.random_scored(predicted, seed=int(rng.integers(1 << 31))),
         "feedback": surfacing.feedback(proba, list(model.classes_), predicted, feedback),
     }
@@ -90,10 +78,7 @@ def pick(
         scored["disagreement"] = surfacing.disagreement(parts, list(model.classes_))
     if novelty_model is not None:
         scored["novelty"] = surfacing.novelty(novelty_model, features(pool))
-    mix = MIX
-    if FEEDBACK_FROM is not None and len(train[1]) >= FEEDBACK_FROM:
-        mix = {**(MIX or surfacing.DEFAULT_MIX), "feedback": 0.1}
-    picks = surfacing.surface(list(range(len(pool))), scored, budget, mix=mix)
+    picks = surfacing.surface(list(range(len(pool))), scored, budget, mix=MIX)
     return np.array([p.id for p in picks], dtype=int), pd.Series(
         [p.strategy for p in picks]
     ).value_counts().to_dict()
@@ -226,7 +211,6 @@ def run_reviews(strategy, seed, *, start=100, budget=100, rounds=12):
             novelty_model,
             features,
             rng,
-            (pool[labelled], y_pool[labelled]),
         )
         chosen, mix = chosen
         mixes.append(mix)
@@ -413,7 +397,6 @@ def run_flights(strategy, seed, *, start=2000, budget=500, per_month=20_000):
             novelty_model,
             features,
             rng,
-            (train, y_train),
         )
         chosen, rows[-1]["mix"] = chosen
         frames.append(pool.iloc[chosen])
@@ -503,20 +486,7 @@ def main():
     )
     parser.add_argument("--only", choices=["reviews", "flights"])
     parser.add_argument("--mix", help='JSON shares, e.g. {"uncertainty": 1}')
-    parser.add_argument(
-        "--committee",
-        action="store_true",
-        help="re-rank the most uncertain candidates by a bagged committee's disagreement",
-    )
-    parser.add_argument(
-        "--feedback-from",
-        type=int,
-        help="add a 0.1 feedback share to the mix once the model has this many labels",
-    )
     args = parser.parse_args()
-    global COMMITTEE, FEEDBACK_FROM
-    COMMITTEE = args.committee
-    FEEDBACK_FROM = args.feedback_from
     if args.mix:
         import json
 
@@ -530,22 +500,14 @@ def main():
         started = time.perf_counter()
         result = bench_reviews(seeds)
         result.update(
-            seeds=list(seeds),
-            committee=COMMITTEE,
-            feedback_from=FEEDBACK_FROM,
-            seconds=round(time.perf_counter() - started),
-            load_1min=load,
+            seeds=list(seeds), seconds=round(time.perf_counter() - started), load_1min=load
         )
         emit("surfacing_reviews", result)
     if args.only in (None, "flights"):
         started = time.perf_counter()
         result = bench_flights(seeds)
         result.update(
-            seeds=list(seeds),
-            committee=COMMITTEE,
-            feedback_from=FEEDBACK_FROM,
-            seconds=round(time.perf_counter() - started),
-            load_1min=load,
+            seeds=list(seeds), seconds=round(time.perf_counter() - started), load_1min=load
         )
         emit("surfacing_flights", result)
 
