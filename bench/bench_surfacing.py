@@ -218,13 +218,16 @@ def run_reviews(strategy, seed, *, start=100, budget=100, rounds=12):
     return curve, mixes
 
 
-def bench_reviews(seeds):
-    results = {}
+def bench_reviews(seeds, budget=100):
+    """Random sampling and the mix, 100 random labels to start and 1,200
+    more in rounds of ``budget``."""
+    results = {"budget_per_round": budget}
+    rounds = 1200 // budget
     for strategy in ("random", "mix"):
         curves, mixes = [], []
         for seed in seeds:
             started = time.perf_counter()
-            curve, seed_mixes = run_reviews(strategy, seed)
+            curve, seed_mixes = run_reviews(strategy, seed, budget=budget, rounds=rounds)
             curves.append(curve)
             mixes.append(seed_mixes)
             print(
@@ -486,6 +489,13 @@ def main():
     )
     parser.add_argument("--only", choices=["reviews", "flights"])
     parser.add_argument("--mix", help='JSON shares, e.g. {"uncertainty": 1}')
+    parser.add_argument(
+        "--budget",
+        type=int,
+        default=100,
+        choices=[25, 50, 100, 200],
+        help="reviews: labels surfaced per round (1,200 in all after the first 100)",
+    )
     args = parser.parse_args()
     if args.mix:
         import json
@@ -498,7 +508,7 @@ def main():
         global REVIEW_RULES
         REVIEW_RULES = demo_rules()
         started = time.perf_counter()
-        result = bench_reviews(seeds)
+        result = bench_reviews(seeds, budget=args.budget)
         result.update(
             seeds=list(seeds), seconds=round(time.perf_counter() - started), load_1min=load
         )
