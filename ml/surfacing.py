@@ -122,8 +122,11 @@ def disagreement(submodel_proba: Mapping[str, np.ndarray], classes: Sequence) ->
     stack = np.clip(stack, 1e-9, 1.0)
     weight = opinion / np.maximum(voters, 1)  # (m, n): each voter's share
     mean = (stack * weight[:, :, None]).sum(axis=0)  # (n, k)
-    kl = (stack * np.log(stack / mean)).sum(axis=2)  # (m, n)
-    score = np.where(voters >= 2, (kl * weight).sum(axis=0), np.nan)
+    # A sample no sub-model has an opinion on has a mean of zeros: its KL is
+    # 0/0, and NaN below anyway.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl = (stack * np.log(stack / mean)).sum(axis=2)  # (m, n)
+        score = np.where(voters >= 2, (kl * weight).sum(axis=0), np.nan)
     votes = stack.argmax(axis=2)  # (m, n)
     reasons = []
     for i in range(stack.shape[1]):

@@ -48,6 +48,19 @@ def test_a_sub_model_with_no_opinion_abstains_from_the_committee():
     assert "rules model says billing 0.70" in result.reasons[2]
 
 
+def test_samples_no_sub_model_has_an_opinion_on_are_left_out_without_warnings():
+    import warnings
+
+    silent = [1 / 3, 1 / 3, 1 / 3]
+    text = np.array([silent, [0.9, 0.05, 0.05]])
+    rules = np.array([silent, [0.2, 0.7, 0.1]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a worker's log is no place for 0/0 warnings
+        result = surfacing.disagreement({"text": text, "rules": rules}, CLASSES)
+    assert np.isnan(result.scores[0]) and result.reasons[0] == ""
+    assert result.scores[1] > 0
+
+
 def test_disagreement_needs_a_committee():
     with pytest.raises(ValueError, match="two sub-models"):
         surfacing.disagreement({"text": np.ones((1, 3)) / 3}, CLASSES)
