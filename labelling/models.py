@@ -77,6 +77,18 @@ class Project(models.Model):
         """The first text field: the one search and text models read."""
         return next((f["name"] for f in self.fields if f.get("kind", "text") == "text"), None)
 
+    def text_and_fields(self, data):
+        """A sample's ``data`` as the review lists show it: the text field's
+        value, and (name, value) for each other shown field."""
+        text_field = self.text_field
+        text = data.get(text_field, "") if text_field else ""
+        fields = [
+            (f["name"], data.get(f["name"], ""))
+            for f in self.shown_fields
+            if f["name"] != text_field
+        ]
+        return text, fields
+
 
 class Membership(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")

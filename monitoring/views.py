@@ -407,15 +407,11 @@ def label_error_list(request, project_pk):
         version, suspects = label_error_suspects(project=project)
     except LabelErrorsUnavailable as error:
         problem = error.message
-    text_field = project.text_field
-    others = [f["name"] for f in project.shown_fields if f["name"] != text_field]
     for suspect in suspects:
         # Not judged by the person who gave the label.
         suspect.mine = request.user.pk in suspect.labelled_by
-        # What the expert judges: the sample as the labelling page shows it.
-        data = suspect.sample.data
-        suspect.text = data.get(text_field, "") if text_field else ""
-        suspect.fields = [(name, data.get(name, "")) for name in others]
+        # What the expert judges: the sample as the review page shows it.
+        suspect.text, suspect.fields = project.text_and_fields(suspect.sample.data)
     context = {
         "project": project,
         "version": version,

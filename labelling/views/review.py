@@ -179,20 +179,15 @@ def _label_from(project, raw):
 
 def _rows(project, samples, viewer):
     labels = current_labels_for([s.pk for s in samples])
-    text_field = project.text_field
     rows = []
     for sample in samples:
         current = labels.get(sample.pk, [])
         mine = next((c for c in current if c.annotator_id == viewer.pk), None)
-        fields = [
-            (f["name"], sample.data.get(f["name"], ""))
-            for f in project.shown_fields
-            if f["name"] != text_field
-        ]
+        text, fields = project.text_and_fields(sample.data)
         rows.append(
             {
                 "sample": sample,
-                "text": sample.data.get(text_field, "") if text_field else "",
+                "text": text,
                 "fields": fields,
                 "labels": current,
                 "mine": mine,
