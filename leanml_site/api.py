@@ -60,6 +60,8 @@ class ErrorSerializer(serializers.Serializer):
 
 def refusal(error, field=None) -> ValidationError:
     """A service's refusal (``leanml_site.errors.Refusal``, or any ValueError
-    with an optional ``field``) as a 400 ``{"message", "field", "errors"}``."""
+    with an optional ``field``) as a 400 ``{"message", "field", "errors"}``;
+    one about no field in particular sits under ``non_field_errors``, as a
+    serializer's own errors do."""
     field = field or getattr(error, "field", None)
-    return ValidationError({field: [str(error)]} if field else [str(error)])
+    return ValidationError({field or "non_field_errors": [str(error)]})

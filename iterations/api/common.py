@@ -1,8 +1,6 @@
 """Pieces the iteration API views share."""
 
-from leanml_site.api import PROJECT_PARAM, ErrorSerializer, IdCursorPagination, refusal
-
-__all__ = ["PROJECT_PARAM", "ErrorSerializer", "NewestFirstPagination", "refusal"]
+from leanml_site.api import IdCursorPagination
 
 
 class NewestFirstPagination(IdCursorPagination):

@@ -14,6 +14,7 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 
 from labelling.api.base import ProjectScopedMixin
+from leanml_site.api import PROJECT_PARAM, ErrorSerializer, refusal
 from leanml_site.roles import Capability, role_can
 
 from ..models import (
@@ -33,7 +34,7 @@ from ..services.iterations import (
 )
 from ..services.regression import RegressionError, regression_request
 from ..services.training import TrainingError, training_cancel
-from .common import PROJECT_PARAM, ErrorSerializer, NewestFirstPagination, refusal
+from .common import NewestFirstPagination
 
 REFUSED = OpenApiResponse(ErrorSerializer, description="Refused: `message` says why.")
 

@@ -16,6 +16,7 @@ from rest_framework.response import Response
 
 from labelling.api.base import ProjectScopedMixin
 from labelling.permissions import get_project_for_user
+from leanml_site.api import PROJECT_PARAM, ErrorSerializer, refusal
 from leanml_site.roles import Capability
 from ml.submodels import available, get
 
@@ -32,7 +33,7 @@ from ..services.settings import (
     rule_set_create,
     settings_editable,
 )
-from .common import PROJECT_PARAM, ErrorSerializer, NewestFirstPagination, refusal
+from .common import NewestFirstPagination
 
 REFUSED = OpenApiResponse(
     ErrorSerializer, description="Refused: `message` says why, `field` where."

@@ -27,7 +27,7 @@ from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 
-from leanml_site.api import PROJECT_PARAM, IdCursorPagination
+from leanml_site.api import PROJECT_PARAM, IdCursorPagination, refusal
 from leanml_site.roles import Capability
 
 from ..models import Annotation, QueueItem, Sample
@@ -469,7 +469,7 @@ def _refusal_as_validation_error():
     try:
         yield
     except AnnotationError as exc:
-        raise ValidationError({exc.field or "non_field_errors": [str(exc)]}) from exc
+        raise refusal(exc) from exc
 
 
 def _submit(user, project, data, *, then_next=False):

@@ -16,7 +16,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from leanml_site.api import PROJECT_PARAM
+from leanml_site.api import PROJECT_PARAM, refusal
 from leanml_site.roles import Capability
 
 from ..models import Flag, Sample, SampleRevision
@@ -31,10 +31,9 @@ ID_PARAM = OpenApiParameter("id", int, OpenApiParameter.PATH)
 
 def _cleaning_error(exc: CleaningError, *, prefix=None):
     """A service refusal as a 400 naming the input (``changes.<field>`` for revisions)."""
-    field = exc.field or "non_field_errors"
-    if prefix and field not in {prefix, "non_field_errors"}:
-        return ValidationError({prefix: {field: [str(exc)]}})
-    return ValidationError({field: [str(exc)]})
+    if prefix and exc.field and exc.field != prefix:
+        return ValidationError({prefix: {exc.field: [str(exc)]}})
+    return refusal(exc)
 
 
 # --- samples ------------------------------------------------------------------------
