@@ -7,15 +7,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from ..models import GroundTruth
-from .parsing import IngestError, RowErrors
+from .parsing import IngestError, RowErrors, request_id_text
 from .predictions import MAX_REQUEST_ID, project_classes
 
 OUTCOME_FIELDS = ("request_id", "label")
 
 
 def _check_request_id(request_id):
-    if isinstance(request_id, int) and not isinstance(request_id, bool):
-        request_id = str(request_id)
+    request_id = request_id_text(request_id)
     if not isinstance(request_id, str) or not request_id:
         raise IngestError("request_id is missing.", field="request_id")
     if len(request_id) > MAX_REQUEST_ID:
@@ -99,8 +98,7 @@ def outcomes_ingest(*, project, frame, api_key=None, by=None, row_offset=0) -> d
     for index, (request_id, label) in enumerate(
         zip(frame["request_id"].tolist(), frame["label"].tolist(), strict=True)
     ):
-        if isinstance(request_id, int) and not isinstance(request_id, bool):
-            request_id = str(request_id)
+        request_id = request_id_text(request_id)
         if not isinstance(request_id, str) or not request_id:
             errors.add(index, "request_id", None, "missing (every row needs a request id)")
         elif len(request_id) > MAX_REQUEST_ID:

@@ -127,6 +127,15 @@ def cycle_collector_paused():
             gc.enable()
 
 
+def request_id_text(value):
+    """A request id as it is stored: a whole number (JSON 123, or a CSV
+    column pandas read as numbers) becomes its digits; anything else is
+    returned as it is, for the caller to check."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
 def format_for(content_type):
     media = (content_type or "").split(";")[0].strip().lower()
     fmt = MEDIA_TYPES.get(media)

@@ -36,7 +36,7 @@ from psycopg.pq import Format
 from iterations.models import ModelVersion
 
 from ..models import PredictionLog
-from .parsing import FINITE_JSON, MAX_ERRORS_LISTED, IngestError, RowErrors
+from .parsing import FINITE_JSON, MAX_ERRORS_LISTED, IngestError, RowErrors, request_id_text
 
 PROBABILITY_TOLERANCE = 0.01
 REQUIRED = ("request_id", "timestamp", "model_version", "predicted")
@@ -116,9 +116,7 @@ def _first_row_stored(project, frame):
     sends it there at once (a 100,000-row retry: ~1 s less)."""
     if "request_id" not in frame.columns or frame.empty:
         return False
-    first = frame["request_id"].iloc[0]
-    if isinstance(first, int | np.integer) and not isinstance(first, bool):
-        first = str(first)
+    first = request_id_text(frame["request_id"].iloc[:1].tolist()[0])
     if not isinstance(first, str):
         return False
     return PredictionLog.objects.filter(project=project, request_id=first).exists()
@@ -304,8 +302,7 @@ def _request_ids(column, errors):
     values = column.tolist()
     out = []
     for index, value in enumerate(values):
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = str(value)
+        value = request_id_text(value)
         if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
             errors.add(index, "request_id", None, "missing (every row needs a request id)")
             value = None

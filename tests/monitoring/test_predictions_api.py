@@ -304,6 +304,14 @@ def test_a_re_sent_batch_goes_straight_to_the_comparing_path(
     assert fresh.json() == {"stored": 1, "already_stored": 1}
     assert tried == ([1] if connection.vendor == "postgresql" else [])
     assert PredictionLog.objects.count() == 5
+    # Whole-number request ids are stored as their digits, and a retry of them is seen as one.
+    numbered = [log_row(i, request_id=700 + i) for i in range(2)]
+    post_json(client, URL.format(team.project.pk), numbered)
+    tried.clear()
+    again = post_json(client, URL.format(team.project.pk), numbered)
+    assert again.json() == {"stored": 0, "already_stored": 2}
+    assert tried == []
+    assert PredictionLog.objects.filter(request_id="700").exists()
 
 
 @pytest.mark.parametrize(
