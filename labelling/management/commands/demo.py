@@ -65,7 +65,7 @@ from monitoring.models import GroundTruth, PredictionLog, SurfacedSample, Surfac
 from monitoring.services.drift import drift_check
 from monitoring.services.ground_truth import feedback_record
 from monitoring.services.metrics import metrics_update
-from monitoring.services.parsing import cycle_collector_paused, read_body
+from monitoring.services.parsing import read_body
 from monitoring.services.predictions import prediction_logs_ingest
 from monitoring.services.surfacing import surfacing_request
 
@@ -453,8 +453,7 @@ class Command(BaseCommand):
                 }
             )
         body = json.dumps(rows).encode()
-        with cycle_collector_paused():
-            prediction_logs_ingest(project=project, frame=read_body(body, "json"), fmt="json")
+        prediction_logs_ingest(project=project, frame=read_body(body, "json"), fmt="json")
         for review, row in zip(reviews.itertuples(), rows, strict=True):
             if rng.random() < FEEDBACK_SHARE:
                 kind = "confirm" if row["predicted"] == review.score else "correct"
