@@ -385,3 +385,21 @@ def test_nav_links_to_review_and_review_to_agreement(team):
     assert review_url(team) in html.content.decode()
     review = team.client("product_manager").get(review_url(team)).content.decode()
     assert reverse("labelling:agreement", args=[team.project.pk]) in review
+
+
+def test_service_refuses_an_unknown_review_and_a_labeller_settling_a_suspected_error(
+    team, disputed
+):
+    great = team.classes[0]
+    with pytest.raises(ValidationError) as unknown:
+        sample_adjudicate(sample=disputed, by=team.users["owner"], label=great, review="recheck")
+    assert "Unknown review “recheck”" in unknown.value.message_dict["review"][0]
+    with pytest.raises(ValidationError) as own:
+        sample_adjudicate(
+            sample=disputed, by=team.users["expert"], label=great, review="label_error"
+        )
+    assert "settled by someone else" in own.value.message_dict["review"][0]
+    assert not Adjudication.objects.exists()
+    # Someone who gave no label may settle it.
+    sample_adjudicate(sample=disputed, by=team.users["owner"], label=great, review="label_error")
+    assert Adjudication.objects.filter(by=team.users["owner"]).count() == 1
