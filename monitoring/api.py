@@ -559,7 +559,7 @@ def monitoring_settings_api(request, project_pk):
         return Response(_settings_body(monitoring_settings_get(project)))
     project = get_project_for_user(request.user, project_pk, capability=Capability.TRAIN)
     if not isinstance(request.data, dict):
-        raise ValidationError(["Send a JSON object of settings."])
+        raise refusal(SettingsError("Send a JSON object of settings."))
     try:
         # The service checks types and ranges itself: one set of messages
         # (naming the field) for the page and the API.

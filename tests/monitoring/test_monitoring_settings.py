@@ -148,3 +148,14 @@ def test_the_api_refuses_bad_settings_naming_the_field(team, body, field):
     assert response.json()["field"] == field and field in response.json()["message"]
     row = MonitoringSettings.objects.filter(project=team.project).first()
     assert row is None or row.share_points == 0.05  # nothing half-done
+
+
+def test_the_api_refuses_a_body_that_is_not_an_object(team):
+    response = team.client("owner").patch(
+        API.format(team.project.pk), ["psi_threshold", 0.2], content_type="application/json"
+    )
+    assert response.status_code == 400
+    body = response.json()
+    assert (body["message"], body["field"]) == ("Send a JSON object of settings.", None)
+    assert body["errors"] == {"non_field_errors": ["Send a JSON object of settings."]}
+    assert not MonitoringSettings.objects.filter(project=team.project).exists()
