@@ -41,7 +41,7 @@ migrate: $(VENV)/.installed-run
 
 run: migrate
 	$(PY) manage.py demo --login-url http://$(HOST):$(PORT)/login/
-	$(PY) manage.py serve --host $(HOST) --port $(PORT)
+	$(PY) manage.py serve --host $(HOST) --port $(PORT) --beat
 
 # The browser tests drive Debian's Chromium; without it they skip and say why.
 chromium:
