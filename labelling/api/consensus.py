@@ -16,6 +16,7 @@ from rest_framework.response import Response
 
 from leanml_site.roles import Capability, role_can
 
+from ..limits import MAX_NOTE_CHARS
 from ..models import Adjudication, LabelClass, Sample
 from ..permissions import get_sample_for_user
 from ..selectors_agreement import project_agreement
@@ -127,7 +128,9 @@ class LabelRefField(serializers.Field):
 
 class AdjudicateSerializer(serializers.Serializer):
     label = LabelRefField()
-    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+    note = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=MAX_NOTE_CHARS
+    )
     gold = serializers.BooleanField(
         required=False, default=False, help_text="Mark as a reference answer (owners only)."
     )

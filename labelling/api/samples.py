@@ -19,6 +19,7 @@ from rest_framework.response import Response
 from leanml_site.api import PROJECT_PARAM, refusal
 from leanml_site.roles import Capability
 
+from ..limits import MAX_NOTE_CHARS
 from ..models import Flag, Sample, SampleRevision
 from ..permissions import get_sample_for_user
 from ..selectors import FLAG_ANY, FLAG_NONE, LABEL_NONE, sample_filter
@@ -31,7 +32,7 @@ ID_PARAM = OpenApiParameter("id", int, OpenApiParameter.PATH)
 
 def _cleaning_error(exc: CleaningError, *, prefix=None):
     """A service refusal as a 400 naming the input (``changes.<field>`` for revisions)."""
-    if prefix and exc.field and exc.field != prefix:
+    if prefix and exc.field and exc.field not in (prefix, "note"):
         return ValidationError({prefix: {exc.field: [str(exc)]}})
     return refusal(exc)
 
@@ -183,7 +184,9 @@ class RevisionCreateSerializer(serializers.Serializer):
     changes = serializers.DictField(
         help_text='The corrected fields and their new values, e.g. {"review": "Fixed text"}.'
     )
-    note = serializers.CharField(required=False, allow_blank=True, default="")
+    note = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=MAX_NOTE_CHARS
+    )
 
 
 @extend_schema_view(
@@ -254,7 +257,9 @@ class FlagSerializer(serializers.ModelSerializer):
 
 class FlagCreateSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=Flag.Kind.choices)
-    note = serializers.CharField(required=False, allow_blank=True, default="")
+    note = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=MAX_NOTE_CHARS
+    )
     duplicate_of = serializers.CharField(
         required=False,
         allow_blank=True,
@@ -265,7 +270,9 @@ class FlagCreateSerializer(serializers.Serializer):
 
 
 class FlagResolveSerializer(serializers.Serializer):
-    resolution = serializers.CharField(help_text="How the problem was resolved.")
+    resolution = serializers.CharField(
+        help_text="How the problem was resolved.", max_length=MAX_NOTE_CHARS
+    )
 
 
 @extend_schema_view(

@@ -14,6 +14,7 @@ from leanml_site.audit import audit_record
 from leanml_site.errors import Refusal
 from ml.hashing import content_hash
 
+from ..limits import note_too_long, value_too_long
 from ..models import Flag, Sample, SampleRevision
 
 
@@ -86,7 +87,10 @@ def sample_revise(*, sample, by, changes: dict, note="") -> SampleRevision:
        becomes its own revision (no lost update); the locked row, not the
        caller's possibly stale copy, is the base of the change.
     2. Validate: every field must exist (in the data or the project's fields),
-       every value must fit the field's kind, and something must change.
+       every value must fit the field's kind and the import's rules (the
+       project's text field is never empty, no value is longer than
+       ``MAX_VALUE_CHARS``), the note fits ``MAX_NOTE_CHARS``, and something
+       must change.
     3. The first correction stores the imported original as revision 1.
     4. Append revision n + 1, then point the sample at it.
 
@@ -95,6 +99,9 @@ def sample_revise(*, sample, by, changes: dict, note="") -> SampleRevision:
     """
     if not isinstance(changes, dict) or not changes:
         raise CleaningError("Give at least one field to correct.", field="changes")
+    too_long = note_too_long(note)
+    if too_long:
+        raise CleaningError(too_long, field="note")
     locked = (
         Sample.objects.select_for_update(of=("self",)).select_related("project").get(pk=sample.pk)
     )
@@ -110,6 +117,16 @@ def sample_revise(*, sample, by, changes: dict, note="") -> SampleRevision:
                 field=name,
             )
         value = _coerce(_field_kind(project, locked.data, name), name, value)
+        if name == project.text_field and (value is None or not value.strip()):
+            # The same rule as an import: every sample has a text to label.
+            raise CleaningError(
+                f"Field '{name}' is the project's text field and needs a value; "
+                "it cannot be empty.",
+                field=name,
+            )
+        too_long = value_too_long(value)
+        if too_long:
+            raise CleaningError(f"Field '{name}': this value {too_long}.", field=name)
         if name in locked.data and locked.data[name] == value:
             continue
         if name not in locked.data and value is None:

@@ -5,6 +5,7 @@ from django.db import transaction
 
 from leanml_site.audit import audit_record
 
+from ..limits import note_too_long
 from ..models import Adjudication, Annotation, LabelClass, Lease, QueueItem, Sample
 from .consensus import consensus_refresh
 
@@ -22,7 +23,8 @@ def sample_adjudicate(*, sample, by, label, note="", gold=False, review=None) ->
     stay for the record. Who may adjudicate (and mark gold) is the caller's
     check, through ``permissions.py``. ``review="label_error"``: it settles
     a suspected label error, which someone who labelled the sample may not
-    (a review, not a second look by the same person).
+    (a review, not a second look by the same person). A note longer than
+    ``MAX_NOTE_CHARS`` is refused, never cut short.
 
     1. Lock the sample row, so two adjudications (or an adjudication and a
        label submit that also locks it) apply one after the other and the
@@ -36,6 +38,10 @@ def sample_adjudicate(*, sample, by, label, note="", gold=False, review=None) ->
         raise ValidationError(
             {"label": f"Label {label.pk} is not one of this project's classes ({names})."}
         )
+    note = (note or "").strip()
+    too_long = note_too_long(note)
+    if too_long:
+        raise ValidationError({"note": too_long})
     if review is not None and review not in REVIEWS:
         raise ValidationError(
             {"review": f"Unknown review “{review}” (known: {', '.join(REVIEWS)})."}
@@ -66,7 +72,7 @@ def sample_adjudicate(*, sample, by, label, note="", gold=False, review=None) ->
         ),
     }
     adjudication = Adjudication.objects.create(
-        sample=locked, label=label, by=by, gold=bool(gold), note=note.strip()
+        sample=locked, label=label, by=by, gold=bool(gold), note=note
     )
     consensus_refresh(project=sample.project, sample_ids=[locked.pk])
     sample.refresh_from_db(fields=["consensus_state", "consensus_label"])

@@ -18,11 +18,14 @@ from django.views.decorators.http import require_GET, require_POST
 
 from leanml_site.roles import Capability
 
+from ..limits import MAX_NOTE_CHARS
 from ..models import Annotation, Flag, Lease, QueueItem, Sample
 from ..permissions import get_project_for_user
 from ..services.annotations import AnnotationError, annotation_last, annotation_submit
 from ..services.queue import annotator_progress, lease_release, queue_next
 
+# The flag form's inputs, each of which shows its own error.
+FLAG_FIELDS = ("kind", "duplicate_of", "note")
 # Keys the page itself uses; a class hotkey that collides keeps its number key only.
 RESERVED_KEYS = frozenset({"s", "f", "z", "?"})
 
@@ -77,7 +80,31 @@ def _flag_url(project, sample):
         return None
 
 
-def _card_context(request, project, *, lease=None, relabel=None):
+def _can_undo(project, user):
+    """Whether "undo" has an answer to go back to (what ``annotation_last`` finds)."""
+    return Annotation.objects.filter(
+        project=project, annotator=user, origin=Annotation.Origin.HUMAN
+    ).exists()
+
+
+def _card_context(request, project, *, lease=None, relabel=None, sample=None):
+    """The card of the lease's sample, the relabelled one, or (``sample``)
+    that sample as the annotator holds it: by its lease, else as a relabel."""
+    if sample is not None:
+        lease = (
+            Lease.objects.filter(user=request.user, item__sample=sample)
+            .select_related("item__sample")
+            .first()
+        )
+        if lease is None:
+            relabel = (
+                Annotation.objects.filter(
+                    sample=sample, annotator=request.user, origin=Annotation.Origin.HUMAN
+                )
+                .select_related("sample", "label")
+                .order_by("-id")
+                .first()
+            )
     context = {
         "project": project,
         "buttons": label_buttons(project),
@@ -85,12 +112,16 @@ def _card_context(request, project, *, lease=None, relabel=None):
         "sample": None,
         "item": None,
         "relabel": relabel,
+        "can_undo": _can_undo(project, request.user),
     }
     if relabel is not None:
         sample = relabel.sample
         item = QueueItem.objects.filter(sample=sample).order_by("-id").first()
     elif lease is not None:
         sample, item = lease.item.sample, lease.item
+    elif sample is not None:
+        # Neither leased nor answered (the lease lapsed): the card still shows it.
+        item = QueueItem.objects.filter(sample=sample).order_by("-id").first()
     else:
         return context
     label_url = reverse("labelling:label", args=[project.pk])
@@ -101,9 +132,31 @@ def _card_context(request, project, *, lease=None, relabel=None):
         fields=_fields(project, sample),
         flag_url=_flag_url(project, sample),
         flag_kinds=Flag.Kind.choices,
+        flag_fields=FLAG_FIELDS,
         flag_next=f"{label_url}?{urlencode({'after_flag': sample.pk})}",
+        max_note_chars=MAX_NOTE_CHARS,
     )
     return context
+
+
+def flag_refused(request, sample, error, form):
+    """A flag sent from the labelling page and refused: the same sample's card
+    again, its flag form open with what was sent and ``error`` at the field at
+    fault (``error.field``), status 400. The page stays on the sample; the
+    script swaps this card in, a plain form post gets the whole page."""
+    project = sample.project
+    context = _card_context(request, project, sample=sample)
+    context["flag_form"] = {
+        "kind": form.get("kind", ""),
+        "duplicate_of": form.get("duplicate_of", ""),
+        "note": form.get("note", ""),
+        "field": error.field,
+        "error": f"Not flagged: {error}",
+    }
+    if request.htmx:
+        return _render_card(request, context, status=400)
+    context["label_classes"] = [b["label"] for b in context["buttons"]]
+    return render(request, "labelling/label.html", context, status=400)
 
 
 def _after_flag(request, project):

@@ -11,6 +11,7 @@ from django.views.decorators.http import require_POST
 
 from leanml_site.roles import Capability, role_can
 
+from ..limits import MAX_NOTE_CHARS
 from ..models import LabelClass, Sample
 from ..permissions import get_project_for_user, get_sample_for_user
 from ..selectors_agreement import (
@@ -41,6 +42,7 @@ def review(request, project_pk):
         "rows": _rows(project, page.samples, request.user),
         "page": page,
         "after": after,
+        "max_note_chars": MAX_NOTE_CHARS,
         "counts": _count_pills(page.counts),
         "total": sum(page.counts.values()),
         **_abilities(project),
@@ -59,7 +61,8 @@ def adjudicate(request, project_pk, sample_pk):
     if gold and not can_mark_gold(project):
         raise PermissionDenied("Only owners mark an answer as gold.")
     after = request.POST.get("after", "")
-    error = adjudication = None
+    error = error_field = adjudication = None
+    note = request.POST.get("note", "")
     # A suspected label error (monitoring's list) is settled by someone who
     # did not give the sample a label: the service refuses it otherwise.
     label_error = request.POST.get("review") == LABEL_ERROR_REVIEW
@@ -72,20 +75,28 @@ def adjudicate(request, project_pk, sample_pk):
                 sample=sample,
                 by=request.user,
                 label=label,
-                note=request.POST.get("note", "")[:2000],
+                note=note,
                 gold=gold,
                 review=LABEL_ERROR_REVIEW if label_error else None,
             )
         except ValidationError as exc:
             error = " ".join(exc.messages)
+            error_field = next(iter(getattr(exc, "error_dict", {})), None)
 
     if request.htmx:
         row = _rows(project, [sample], request.user)[0]
-        row.update(error=error, adjudication=adjudication)
+        row.update(
+            error=error,
+            error_field=error_field,
+            adjudication=adjudication,
+            # A refused answer keeps the note that was typed.
+            note=note if error else "",
+        )
         context = {
             "project": project,
             "row": row,
             "after": after,
+            "max_note_chars": MAX_NOTE_CHARS,
             # The counts above the list change too; htmx swaps them out of band.
             "counts": _count_pills(review_counts(project=project)),
             **_abilities(project),

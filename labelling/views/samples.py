@@ -11,12 +11,14 @@ from django.views.decorators.http import require_POST
 
 from leanml_site.roles import Capability, role_can
 
+from ..limits import MAX_NOTE_CHARS, note_too_long
 from ..models import Flag, Sample
 from ..permissions import get_project_for_user, get_sample_for_user
 from ..selectors import FLAG_ANY, FLAG_NONE, LABEL_NONE, duplicate_groups, sample_browse
 from ..selectors import sample_history as select_sample_history
 from ..services.cleaning import CleaningError, duplicates_merge, flag_resolve, sample_flag
 from ..services.cleaning import sample_revise as revise_sample
+from .labelling import flag_refused
 
 PAGE_SIZE = 50
 
@@ -142,6 +144,7 @@ def _render_sample(request, sample, *, status=200, revise_error=None):
         "flag_kinds": Flag.Kind.choices,
         "open_flags": [f for f in history["flags"] if f.resolved_at is None],
         "revise_error": revise_error,
+        "max_note_chars": MAX_NOTE_CHARS,
         **history,
     }
     return render(request, "labelling/sample_detail.html", context, status=status)
@@ -164,15 +167,17 @@ def sample_revise(request, project_pk, sample_pk):
     # so an untouched text is not mistaken for a change.
     if isinstance(current, str) and "\r" not in current:
         value = value.replace("\r\n", "\n")
+    note = request.POST.get("note", "").strip()
     try:
-        revision = revise_sample(
-            sample=sample,
-            by=request.user,
-            changes={name: value},
-            note=request.POST.get("note", "").strip(),
-        )
+        revision = revise_sample(sample=sample, by=request.user, changes={name: value}, note=note)
     except CleaningError as exc:
-        error = {"field": name, "value": value, "message": str(exc)}
+        error = {
+            "field": name,
+            "value": value,
+            "note": note,
+            "message": str(exc),
+            "on_note": exc.field == "note",
+        }
         return _render_sample(request, sample, status=400, revise_error=error)
     messages.success(request, f"“{name}” corrected: saved as revision {revision.number}.")
     return redirect(sample)
@@ -195,9 +200,13 @@ def sample_flag_view(request, project_pk, sample_pk):
     sample = get_sample_for_user(request.user, project_pk, sample_pk, capability=Capability.CLEAN)
     next_url = _next_url(request, sample.get_absolute_url())
     kind = request.POST.get("kind", "")
+    note = request.POST.get("note", "").strip()
     duplicate_of = None
     external_id = request.POST.get("duplicate_of", "").strip()
     try:
+        too_long = note_too_long(note)
+        if too_long:
+            raise CleaningError(too_long, field="note")
         if external_id:
             duplicate_of = Sample.objects.filter(
                 project=sample.project, external_id=external_id
@@ -210,10 +219,12 @@ def sample_flag_view(request, project_pk, sample_pk):
             sample=sample,
             by=request.user,
             kind=kind,
-            note=request.POST.get("note", "").strip(),
+            note=note,
             duplicate_of=duplicate_of,
         )
     except CleaningError as exc:
+        if request.POST.get("from") == "label":
+            return flag_refused(request, sample, exc, request.POST)
         messages.error(request, f"Not flagged: {exc}")
     else:
         messages.success(
@@ -229,8 +240,12 @@ def sample_flag_view(request, project_pk, sample_pk):
 def flag_resolve_view(request, project_pk, sample_pk, flag_pk):
     sample = get_sample_for_user(request.user, project_pk, sample_pk, capability=Capability.CLEAN)
     flag = get_object_or_404(Flag, sample=sample, pk=flag_pk)
+    resolution = request.POST.get("resolution", "")
     try:
-        flag_resolve(flag=flag, by=request.user, resolution=request.POST.get("resolution", ""))
+        too_long = note_too_long(resolution.strip(), "The resolution")
+        if too_long:
+            raise CleaningError(too_long, field="resolution")
+        flag_resolve(flag=flag, by=request.user, resolution=resolution)
     except CleaningError as exc:
         messages.error(request, f"Flag not resolved: {exc}")
     else:

@@ -26,6 +26,10 @@
   const inFlight = new Set(); // item ids whose answer is queued or being sent
   const unsent = new Set(); // submit bodies not sent yet (sent by beacon if the page closes)
   let waiting = false; // the card on screen is the "loading" placeholder
+  let flagging = false; // a flag of the card on screen is being sent
+  // Whether the annotator has an answer to undo; every card the page shows
+  // offers "undo" only then (cards fetched ahead were rendered before it).
+  let canUndo = stage.dataset.canUndo === "1";
   let chain = Promise.resolve();
 
   const isEmpty = (card) => !card || card.dataset.empty === "1";
@@ -55,7 +59,14 @@
     alertBox.hidden = !text;
   }
 
+  function showUndo(card) {
+    card.querySelectorAll(".label-undo").forEach((link) => {
+      link.hidden = !canUndo;
+    });
+  }
+
   function show(card) {
+    showUndo(card);
     current.replaceWith(card);
     current = card;
     waiting = false;
@@ -136,8 +147,9 @@
   }
 
   function answer(fields) {
-    if (!isReal(current) || waiting) return;
+    if (!isReal(current) || waiting || flagging) return;
     const card = current;
+    canUndo = true; // sent before any undo asks (the chain keeps the order)
     const body = new FormData();
     body.set("csrfmiddlewaretoken", csrf);
     body.set("sample", card.dataset.sample);
@@ -162,7 +174,7 @@
   }
 
   function undo() {
-    if (current.dataset.relabel) return;
+    if (current.dataset.relabel || flagging || !canUndo) return;
     enqueue(async () => {
       const response = await send("GET", `${urls.card}?undo=1`);
       if (response.status === 204) {
@@ -176,23 +188,52 @@
     });
   }
 
+  // A flag waits for the server's answer before moving on: when it is
+  // refused (say, an unknown "duplicate of" id) the annotator stays on the
+  // sample, and the answer is its card again with the form as sent and why.
   function flag(form) {
-    if (!isReal(current) || waiting) return;
+    if (!isReal(current) || waiting || flagging) return;
     const card = current;
     const body = new FormData(form);
-    const item = card.dataset.item;
-    if (item) inFlight.add(item);
-    advance();
+    flagging = true;
+    say("");
     enqueue(async () => {
-      const next = new URLSearchParams({ after_flag: card.dataset.sample });
-      if (!(waiting || ready.length === 0)) next.set("card", "0");
-      heldItems().forEach((id) => next.append("exclude", id));
-      body.set("next", `${urls.card}?${next}`);
       try {
+        // After a flag the page shows its next ready card; the answer brings
+        // one only when none is ready.
+        const next = new URLSearchParams({ after_flag: card.dataset.sample });
+        if (ready.length > 0) next.set("card", "0");
+        heldItems().forEach((id) => next.append("exclude", id));
+        body.set("next", `${urls.card}?${next}`);
+        const response = await fetch(form.action, {
+          method: "POST",
+          body,
+          credentials: "same-origin",
+          headers: { "HX-Request": "true", "X-CSRFToken": csrf },
+        });
+        if (response.status === 400) {
+          const parts = parse(await response.text());
+          if (!parts.card || current !== card) throw new Error("Not flagged.");
+          const at = shownAt;
+          show(parts.card);
+          shownAt = at;
+          const bad = current.querySelector(".flag-form [aria-invalid=true]");
+          const focus = bad && bad.matches("input") ? bad : current.querySelector(".flag-form input[name=kind]:checked");
+          if (focus) focus.focus();
+          const why = current.querySelector(".flag-form [role=alert]");
+          if (why) why.scrollIntoView({ block: "nearest" });
+          return;
+        }
+        if (!response.ok) {
+          const text = (await response.text()).slice(0, 300);
+          throw new Error(text || `The server answered ${response.status}.`);
+        }
         // The flag view redirects to `next`: the card partial after this one.
-        absorb(await (await send("POST", form.action, body)).text());
+        const html = await response.text();
+        if (current === card) advance();
+        absorb(html);
       } finally {
-        if (item) inFlight.delete(item);
+        flagging = false;
       }
     });
   }
@@ -280,6 +321,7 @@
     if (event.persisted) window.location.reload();
   });
 
+  showUndo(current);
   // Fetch the card after the one on screen.
   if (isReal(current) && !current.dataset.relabel) enqueue(refill);
 })();

@@ -196,3 +196,135 @@ def test_skip_undo_flag_and_help_work_from_the_keyboard(reviews, page, login, li
     flag = Flag.objects.get()
     assert (flag.sample_id, flag.kind, flag.created_by) == (int(third), "corrupt", expert)
     assert Annotation.objects.order_by("-id").values_list("kind", flat=True)[0] == "skip"
+
+
+def in_viewport(page, selector):
+    return page.evaluate(
+        """(selector) => {
+            const box = document.querySelector(selector).getBoundingClientRect();
+            return box.top >= 0 && box.bottom <= window.innerHeight;
+        }""",
+        selector,
+    )
+
+
+def test_a_refused_flag_keeps_the_sample_the_form_and_shows_why_at_the_field(
+    reviews, page, login, live_server
+):
+    project, expert, samples = reviews
+    # A long review: the card's foot (the flag form) is far below the fold.
+    long_review = " ".join([REVIEWS[0]] * 12)
+    for sample in samples:
+        sample.data = {**sample.data, "review": long_review}
+        sample.save(update_fields=["data"])
+    login(expert)
+    page.goto(f"{live_server.url}/projects/{project.pk}/label/")
+    page.wait_for_selector(CARD + "[data-sample]")
+    first = shown_sample(page)
+
+    page.keyboard.press("f")
+    page.wait_for_selector(CARD + " .label-flag[open]")
+    page.check(CARD + " input[name=kind][value=duplicate]")
+    page.fill(CARD + " input[name=duplicate_of]", "not-an-id")
+    page.fill(CARD + " input[name=note]", "same as another")
+    page.click(CARD + " .flag-form button[type=submit]")
+
+    alert = CARD + " .flag-form [role=alert]"
+    page.wait_for_selector(alert)
+    page.wait_for_timeout(300)  # nothing else arrives: the page stays put
+    assert shown_sample(page) == first
+    assert page.inner_text(alert) == ("Not flagged: No sample with id 'not-an-id' in this project.")
+    # at the "Duplicate of" field, which is marked, described by it and focused
+    field = CARD + " input[name=duplicate_of]"
+    assert page.get_attribute(field, "aria-invalid") == "true"
+    assert page.get_attribute(field, "aria-describedby") == page.get_attribute(alert, "id")
+    assert page.evaluate("() => document.activeElement.name") == "duplicate_of"
+    # red, like every error, not the neutral colour of the form around it
+    colour = "(el) => getComputedStyle(el).color"
+    assert page.locator(alert).evaluate(colour) != page.locator(CARD + " .flag-form").evaluate(
+        colour
+    )
+    assert in_viewport(page, alert) and in_viewport(page, field)
+    # the form is open and keeps what was typed; the neutral box stays empty
+    assert page.is_visible(CARD + " .label-flag[open]")
+    assert page.is_checked(CARD + " input[name=kind][value=duplicate]")
+    assert page.input_value(field) == "not-an-id"
+    assert page.input_value(CARD + " input[name=note]") == "same as another"
+    assert not page.is_visible("#label-alert")
+    assert not Flag.objects.exists() and not Annotation.objects.exists()
+
+    # corrected, the flag goes through and the page moves on
+    original = samples[-1] if str(samples[-1].pk) != first else samples[0]
+    page.fill(field, original.external_id)
+    page.click(CARD + " .flag-form button[type=submit]")
+    wait_for_next(page, first)
+    flag = Flag.objects.get()
+    assert (flag.sample_id, flag.kind, flag.duplicate_of_id, flag.note) == (
+        int(first),
+        "duplicate",
+        original.pk,
+        "same as another",
+    )
+
+
+def test_undo_is_offered_only_once_there_is_a_label_to_undo(reviews, page, login, live_server):
+    project, expert, samples = reviews
+    login(expert)
+    page.goto(f"{live_server.url}/projects/{project.pk}/label/")
+    page.wait_for_selector(CARD + "[data-sample]")
+    first = shown_sample(page)
+    assert page.locator(CARD + " .label-undo").count() == 1
+    assert not page.is_visible(CARD + " .label-undo")
+    page.keyboard.press("z")  # nothing to undo: nothing happens, nothing is said
+    page.wait_for_timeout(300)
+    assert shown_sample(page) == first and not page.is_visible("#label-alert")
+
+    page.wait_for_timeout(100)
+    page.keyboard.press("1")
+    wait_for_next(page, first)
+    # the card after it was fetched before any label: it offers undo all the same
+    second = shown_sample(page)
+    assert page.is_visible(CARD + " .label-undo")
+    page.click(CARD + " .label-undo")
+    wait_for_next(page, second)
+    assert shown_sample(page) == first
+    assert "your last answer: great" in page.inner_text(CARD)
+
+
+def test_a_review_note_over_the_limit_is_refused_at_the_note(page, login, live_server):
+    from labelling.models import Adjudication, Sample
+    from labelling.services.consensus import consensus_refresh
+
+    project = ProjectFactory(overlap=2, fields=[{"name": "text", "kind": "text", "shown": True}])
+    great = LabelClassFactory(project=project, name="great", order=0)
+    other = LabelClassFactory(project=project, name="other", order=1)
+    expert, scientist = UserFactory(username="erin"), UserFactory(username="sam")
+    MembershipFactory(project=project, user=expert, role=Role.EXPERT)
+    MembershipFactory(project=project, user=scientist, role=Role.DATA_SCIENTIST)
+    sample = SampleFactory(project=project, data={"text": "Tasty, but arrived late."})
+    for user, label_class in ((expert, great), (scientist, other)):
+        Annotation.objects.create(
+            project=project, sample=sample, annotator=user, kind="label", label=label_class
+        )
+    consensus_refresh(project=project, sample_ids=[sample.pk])
+
+    login(expert)
+    page.goto(f"{live_server.url}/projects/{project.pk}/review/")
+    note = page.locator(f"#review-{sample.pk} input[name=note]")
+    assert note.get_attribute("maxlength") == "2000"
+    note.evaluate("(input) => input.removeAttribute('maxlength')")  # as from devtools
+    note.fill("n" * 2500)
+    page.click(f"#review-{sample.pk} button[name=label][value='{great.pk}']")
+
+    alert = page.locator(f"#review-{sample.pk} [role=alert]")
+    alert.wait_for()
+    assert alert.inner_text() == (
+        "The note is 2,500 characters long; keep it to 2,000 characters at most."
+    )
+    note = page.locator(f"#review-{sample.pk} input[name=note]")
+    assert note.get_attribute("aria-invalid") == "true"
+    assert note.get_attribute("aria-describedby") == alert.get_attribute("id")
+    assert note.input_value() == "n" * 2500
+    assert not Adjudication.objects.exists()
+    sample.refresh_from_db()
+    assert sample.consensus_state == Sample.Consensus.DISPUTED

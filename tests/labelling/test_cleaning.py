@@ -3,6 +3,7 @@ import threading
 import pytest
 from django.db import connection
 
+from labelling.limits import MAX_NOTE_CHARS, MAX_VALUE_CHARS
 from labelling.models import Annotation, Flag, Sample, SampleRevision
 from labelling.services.cleaning import (
     CleaningError,
@@ -112,6 +113,45 @@ def test_it_rejects_a_value_of_the_wrong_kind(project, expert):
     sample.refresh_from_db()
     assert sample.revision == 0 and sample.data["text"] == "Good tea<br />really"
     assert not SampleRevision.objects.exists()
+
+
+@pytest.mark.parametrize("value", ["", "   \n ", None])
+def test_it_refuses_an_empty_text_field_as_an_import_does(project, expert, value):
+    sample = make_sample(project)
+
+    with pytest.raises(CleaningError, match="'text' is the project's text field") as refused:
+        sample_revise(sample=sample, by=expert, changes={"text": value})
+
+    assert refused.value.field == "text"
+    assert not SampleRevision.objects.exists()
+    sample.refresh_from_db()
+    assert sample.data["text"] == "Good tea<br />really" and sample.revision == 0
+
+
+def test_it_refuses_a_value_longer_than_an_import_takes(project, expert):
+    sample = make_sample(project)
+    longest = "x" * MAX_VALUE_CHARS
+
+    with pytest.raises(CleaningError, match=f"at most {MAX_VALUE_CHARS:,}") as refused:
+        sample_revise(sample=sample, by=expert, changes={"product": longest + "y"})
+
+    assert refused.value.field == "product"
+    assert not SampleRevision.objects.exists()
+    assert sample_revise(sample=sample, by=expert, changes={"text": longest}).number == 2
+
+
+def test_it_refuses_a_note_longer_than_the_limit_instead_of_cutting_it(project, expert):
+    sample = make_sample(project)
+
+    with pytest.raises(CleaningError, match="2,001 characters long") as refused:
+        sample_revise(
+            sample=sample, by=expert, changes={"text": "Good tea"}, note="n" * (MAX_NOTE_CHARS + 1)
+        )
+
+    assert refused.value.field == "note"
+    assert not SampleRevision.objects.exists()
+    note = "n" * MAX_NOTE_CHARS
+    assert sample_revise(sample=sample, by=expert, changes={"text": "ok"}, note=note).note == note
 
 
 def test_it_refuses_a_correction_that_changes_nothing(project, expert):

@@ -9,6 +9,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
 from django.db import connection
 
+from labelling.limits import MAX_VALUE_CHARS
 from labelling.models import (
     Annotation,
     ImportJob,
@@ -677,3 +678,16 @@ def test_management_command_checks_the_user_and_project(team, tmp_path):
     with pytest.raises(CommandError, match="No project"):
         call_command("import_samples", "999999", str(path), "--user", "owner")
     assert Project.objects.count() == 2
+
+
+def test_a_value_longer_than_the_limit_is_refused_naming_row_and_column(team):
+    # The same limit as a correction on the sample page (labelling.limits).
+    longest = "x" * MAX_VALUE_CHARS
+    job = run(team, "a.csv", f"id,text\n1,{longest}\n2,{longest}y\n")
+
+    assert job.state == "failed"
+    assert (job.error["row"], job.error["column"]) == (2, "text")
+    assert f"is {MAX_VALUE_CHARS + 1:,} characters long" in job.error["message"]
+    assert f"at most {MAX_VALUE_CHARS:,}" in job.error["message"]
+    assert state(team.project) == (0, 0, 0, 0)
+    assert run(team, "b.csv", f"id,text\n1,{longest}\n").state == "succeeded"

@@ -250,6 +250,74 @@ def test_undo_never_shows_someone_elses_label(team, queued):
     assert "your last answer" not in body
 
 
+UNDO_LINK = re.compile(r'<a class="label-undo" href="[^"]*"( hidden)?>')
+
+
+def test_undo_is_offered_only_once_there_is_an_answer_to_undo(team, queued):
+    client = team.client("expert")
+    assert UNDO_LINK.findall(client.get(url("label", team)).content.decode()) == [" hidden"]
+    partial = client.get(url("label_card", team), {"exclude": queued[0].pk}, **HTMX)
+    assert UNDO_LINK.findall(partial.content.decode()) == [" hidden"]
+    client.post(url("label_submit", team), {"sample": queued[0].pk, "skip": "1"})
+    assert UNDO_LINK.findall(client.get(url("label", team)).content.decode()) == [""]
+
+
+def flag_from_label_page(client, team, sample, **headers):
+    return client.post(
+        reverse("labelling:sample_flag", args=[team.project.pk, sample.pk]),
+        {
+            "kind": "duplicate",
+            "duplicate_of": "not-an-id",
+            "note": "same <b>text</b>",
+            "from": "label",
+            "next": f"{url('label', team)}?after_flag={sample.pk}",
+        },
+        **headers,
+    )
+
+
+@pytest.mark.parametrize("headers", [{}, HTMX], ids=["plain", "htmx"])
+def test_a_refused_flag_stays_on_the_sample_with_the_form_filled_and_why(team, queued, headers):
+    client = team.client("expert")
+    client.get(url("label", team))
+
+    response = flag_from_label_page(client, team, queued[0], **headers)
+
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert ("<html" in body) == (not headers)
+    assert f'data-sample="{queued[0].pk}"' in body and "review number 0" in body
+    assert '<details class="label-flag" open>' in body
+    assert re.search(r'<input type="radio" name="kind" value="duplicate"[^>]* checked>', body)
+    assert len(re.findall(r'type="radio"[^>]* checked', body)) == 1
+    duplicate_input = re.search(r'<input type="text" name="duplicate_of"[^>]*>', body)[0]
+    assert 'value="not-an-id"' in duplicate_input and 'aria-invalid="true"' in duplicate_input
+    assert 'value="same &lt;b&gt;text&lt;/b&gt;"' in body  # kept, escaped
+    error = re.search(r'<p class="error flag-error" role="alert" id="([^"]+)">([^<]*)</p>', body)
+    assert f'aria-describedby="{error[1]}"' in duplicate_input
+    assert error[2] == "Not flagged: No sample with id &#x27;not-an-id&#x27; in this project."
+    # the error sits right after the "Duplicate of" field, not elsewhere on the card
+    assert body.index(duplicate_input) < body.index(error[0]) < body.index('name="note"')
+    assert not Flag.objects.exists() and not Annotation.objects.exists()
+    assert Lease.objects.filter(item__sample=queued[0], user=team.users["expert"]).exists()
+
+
+def test_a_flag_note_longer_than_the_limit_is_refused_at_the_note(team, queued):
+    client = team.client("expert")
+    client.get(url("label", team))
+    response = client.post(
+        reverse("labelling:sample_flag", args=[team.project.pk, queued[0].pk]),
+        {"kind": "corrupt", "note": "n" * 2001, "from": "label"},
+        **HTMX,
+    )
+    assert response.status_code == 400
+    body = response.content.decode()
+    note_input = re.search(r'<input type="text" name="note"[^>]*>', body)[0]
+    assert 'aria-invalid="true"' in note_input and 'maxlength="2000"' in note_input
+    assert "The note is 2,001 characters long; keep it to 2,000 characters at most." in body
+    assert not Flag.objects.exists()
+
+
 def test_after_a_flag_the_annotator_moves_on(team, queued):
     client = team.client("expert")
     client.get(url("label", team))

@@ -1,5 +1,6 @@
 """Adjudication (service) and the review page (views)."""
 
+import re
 from datetime import timedelta
 from html import unescape
 
@@ -276,6 +277,45 @@ def test_htmx_adjudication_returns_the_settled_row(team, disputed):
     disputed.refresh_from_db()
     assert (disputed.consensus_state, disputed.consensus_label) == (C.ADJUDICATED, great)
     assert Adjudication.objects.get(sample=disputed).by == team.users["expert"]
+
+
+def test_a_note_over_the_limit_is_refused_at_the_note_not_cut(team, disputed):
+    great, _ = team.classes
+    note = "n" * 2500
+    response = team.client("expert").post(
+        adjudicate_url(team, disputed), {"label": great.pk, "note": note}, HTTP_HX_REQUEST="true"
+    )
+    html = response.content.decode()
+    note_input = re.search(r'<input type="text" name="note"[^>]*>', html)[0]
+    assert f'value="{note}"' in note_input and 'aria-invalid="true"' in note_input
+    assert 'maxlength="2000"' in note_input
+    assert (
+        f'<p class="error" role="alert" id="review-note-error-{disputed.pk}">The note is 2,500 '
+        "characters long; keep it to 2,000 characters at most.</p>" in html
+    )
+    assert f'aria-describedby="review-note-error-{disputed.pk}"' in note_input
+    assert not Adjudication.objects.exists()
+    disputed.refresh_from_db()
+    assert disputed.consensus_state == C.DISPUTED
+    # the API refuses the same note
+    api = team.client("expert").post(
+        f"/api/v1/projects/{team.project.pk}/samples/{disputed.pk}/adjudicate/",
+        {"label": great.pk, "note": note},
+        content_type="application/json",
+    )
+    assert api.status_code == 400 and not Adjudication.objects.exists()
+
+
+def test_service_refuses_a_note_over_the_limit(team, disputed):
+    great, _ = team.classes
+    with pytest.raises(ValidationError) as refused:
+        sample_adjudicate(sample=disputed, by=team.users["owner"], label=great, note="n" * 2001)
+    assert list(refused.value.error_dict) == ["note"]
+    assert not Adjudication.objects.exists()
+    longest = sample_adjudicate(
+        sample=disputed, by=team.users["owner"], label=great, note=" " + "n" * 2000 + " "
+    )
+    assert longest.note == "n" * 2000
 
 
 def test_plain_form_post_redirects_back_with_a_message(team, disputed):

@@ -154,6 +154,11 @@ def test_an_expert_corrects_fields_and_lists_revisions(team, project):
         ({"changes": {}}, "changes", "at least one field"),
         ({"note": "no changes"}, "changes", "required"),
         ({"changes": "text=x"}, "changes", "dictionary"),
+        ({"changes": {"text": ""}}, "changes.text", "the project's text field and needs a value"),
+        ({"changes": {"text": " \n"}}, "changes.text", "the project's text field"),
+        ({"changes": {"text": None}}, "changes.text", "the project's text field"),
+        ({"changes": {"text": "x" * 100_001}}, "changes.text", "at most 100,000"),
+        ({"changes": {"text": "ok"}, "note": "n" * 2001}, "note", "no more than 2000"),
     ],
 )
 def test_bad_corrections_are_400_naming_the_field(team, project, payload, field, message):
@@ -213,6 +218,7 @@ def test_an_expert_flags_a_duplicate_by_external_id_and_resolves_it(team, projec
         ({"kind": "duplicate", "duplicate_of": "nope"}, "duplicate_of", "No sample with id 'nope'"),
         ({"kind": "duplicate", "duplicate_of": "x1"}, "duplicate_of", "itself"),
         ({"kind": "corrupt", "duplicate_of": "other"}, "duplicate_of", "Only a duplicate flag"),
+        ({"kind": "corrupt", "note": "n" * 2001}, "note", "no more than 2000"),
     ],
 )
 def test_bad_flags_are_400_naming_the_field(team, project, payload, field, message):

@@ -269,6 +269,41 @@ def test_a_wrong_kind_is_refused_on_the_page(team, project):
     assert not SampleRevision.objects.exists()
 
 
+@pytest.mark.parametrize("value", ["", "  \r\n  "])
+def test_an_empty_text_is_refused_on_the_page_at_the_field(team, project, value):
+    sample = make(project, "x1", "the text")
+    response = team.client("expert").post(
+        revise_url(sample), {"field": "text", "value": value, "note": "oops"}
+    )
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert re.search(
+        r'<div class="error-box" role="alert" id="revise-error-1">Field &#x27;text&#x27; is the '
+        r"project&#x27;s text field and needs a value; it cannot be empty.</div>",
+        body,
+    )
+    assert 'aria-describedby="revise-error-1"' in body
+    assert 'value="oops"' in body  # the note typed is kept
+    assert not SampleRevision.objects.exists()
+    sample.refresh_from_db()
+    assert sample.data["text"] == "the text"
+
+
+def test_a_long_note_is_refused_on_the_page_at_the_note(team, project):
+    sample = make(project, "x1", "the text")
+    response = team.client("expert").post(
+        revise_url(sample), {"field": "text", "value": "the new text", "note": "n" * 2001}
+    )
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert (
+        '<div class="error-box" role="alert" id="revise-note-error-1">The note is 2,001 '
+        "characters long; keep it to 2,000 characters at most.</div>" in body
+    )
+    assert "the new text</textarea>" in body
+    assert not SampleRevision.objects.exists()
+
+
 def test_an_unchanged_textarea_is_not_a_change(team, project):
     sample = make(project, "x1", "line one\nline two")
     response = team.client("expert").post(
@@ -436,3 +471,14 @@ def test_merge_refuses_a_stale_choice_and_product_managers(team, project):
     assert "no longer an active member of this group" in response.content.decode()
     assert team.client(team.outsider).post(merge, {"keep": a.pk}).status_code == 404
     assert not Flag.objects.exists()
+
+
+def test_a_long_resolution_is_refused_not_cut(team, project):
+    sample = make(project, "x1")
+    flag = sample_flag(sample=sample, by=team.users["expert"], kind="corrupt")
+    client = team.client("expert")
+    url = reverse("labelling:flag_resolve", args=[project.pk, sample.pk, flag.pk])
+    response = client.post(url, {"resolution": "r" * 2001}, follow=True)
+    assert "The resolution is 2,001 characters long" in response.content.decode()
+    flag.refresh_from_db()
+    assert flag.resolved_at is None

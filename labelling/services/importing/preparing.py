@@ -22,6 +22,7 @@ from psycopg.pq import Format
 
 from ml.hashing import split_for
 
+from ...limits import MAX_VALUE_CHARS, value_too_long
 from ...models import ImportJob, Sample
 from ..consensus import decide
 from .reading import read_frames, shorten
@@ -98,6 +99,8 @@ def _raw(value):
 def _no_nul(text):
     if "\x00" in text:
         raise ValueError("contains a NUL character (\\x00), which cannot be stored")
+    if len(text) > MAX_VALUE_CHARS:
+        raise ValueError(value_too_long(text))
     return text
 
 
