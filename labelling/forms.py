@@ -6,6 +6,7 @@ from django.contrib.auth import get_user_model
 from leanml_site.roles import Role
 
 from .models import LabelClass, Project, validate_field_config
+from .services.projects import project_problems
 
 
 class ProjectForm(forms.ModelForm):
@@ -27,11 +28,15 @@ class ProjectForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        fields_json = self.fields["fields_json"]
         if self.instance.pk:
-            self.fields["fields_json"].initial = json.dumps(self.instance.fields)
+            fields_json.initial = json.dumps(self.instance.fields)
+            fields_json.help_text += ' A field samples hold stays; "shown": false hides it.'
             # The split is fixed once per sample; changing the fraction later
             # would silently move nothing, so it is only set at creation.
             self.fields["holdout_fraction"].disabled = True
+        else:
+            fields_json.help_text += " [] takes them from the first import."
 
     def clean_fields_json(self):
         try:
@@ -41,11 +46,25 @@ class ProjectForm(forms.ModelForm):
         validate_field_config(value)
         return value
 
-    def clean_holdout_fraction(self):
-        value = self.cleaned_data["holdout_fraction"]
-        if not 0 <= value < 1:
-            raise forms.ValidationError("The holdout fraction must be at least 0 and below 1.")
-        return value
+    def clean(self):
+        # The service's bounds, each beside its input; a field in error is
+        # then left out of the model's own constraint checks, whose messages
+        # name database constraints.
+        cleaned = super().clean()
+        for field, message in project_problems(cleaned):
+            self.add_error(field, message)
+        return cleaned
+
+
+class ProjectCreateForm(ProjectForm):
+    label_classes = forms.CharField(
+        required=False,
+        help_text="Comma separated; hotkeys 1–9 are given in order.",
+        widget=forms.TextInput(attrs={"placeholder": "great, other"}),
+    )
+
+    def clean_label_classes(self):
+        return [n.strip() for n in self.cleaned_data["label_classes"].split(",") if n.strip()]
 
 
 class LabelClassForm(forms.ModelForm):
@@ -60,12 +79,6 @@ class LabelClassForm(forms.ModelForm):
     def __init__(self, *args, project, **kwargs):
         super().__init__(*args, **kwargs)
         self.instance.project = project
-
-    def clean_hotkey(self):
-        hotkey = self.cleaned_data["hotkey"]
-        if hotkey in {"s", "f", "z", "?"}:
-            raise forms.ValidationError(f"'{hotkey}' is taken by the labelling page (s, f, z, ?).")
-        return hotkey
 
 
 class MemberForm(forms.Form):

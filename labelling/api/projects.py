@@ -1,17 +1,18 @@
 """Projects, label classes and members."""
 
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
+from leanml_site.api import refusal
 from leanml_site.roles import Capability, Role
 
 from ..models import LabelClass, Membership, Project
 from ..permissions import get_project_for_user, projects_for_user
 from ..services.projects import (
+    ProjectError,
     label_class_save,
     membership_remove,
     membership_set,
@@ -87,25 +88,18 @@ class ProjectViewSet(
             serializer.instance = project_create(
                 by=self.request.user, label_classes=classes, **data
             )
-        except DjangoValidationError as exc:
-            raise ValidationError(exc.message_dict) from exc
+        except ProjectError as exc:
+            raise refusal(exc) from exc
         serializer.instance.role = Role.OWNER
 
     def perform_update(self, serializer):
         data = dict(serializer.validated_data)
         if "label_classes" in data:
             raise ValidationError({"label_classes": "Edit label classes at /label-classes/."})
-        if (
-            "holdout_fraction" in data
-            and data["holdout_fraction"] != serializer.instance.holdout_fraction
-        ):
-            raise ValidationError(
-                {"holdout_fraction": "The split is fixed when a project is created."}
-            )
         try:
             project_update(project=serializer.instance, by=self.request.user, **data)
-        except DjangoValidationError as exc:
-            raise ValidationError(exc.message_dict) from exc
+        except ProjectError as exc:
+            raise refusal(exc) from exc
 
 
 class LabelClassViewSet(
@@ -140,8 +134,8 @@ class LabelClassViewSet(
 def _save_or_400(label_class, user):
     try:
         return label_class_save(label_class=label_class, by=user)
-    except DjangoValidationError as exc:
-        raise ValidationError(exc.message_dict) from exc
+    except ProjectError as exc:
+        raise refusal(exc) from exc
 
 
 class MembershipSerializer(serializers.ModelSerializer):

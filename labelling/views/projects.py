@@ -8,10 +8,11 @@ from django.views.decorators.http import require_http_methods, require_POST
 from leanml_site.models import AuditEvent
 from leanml_site.roles import Capability, role_can
 
-from ..forms import LabelClassForm, MemberForm, ProjectForm
+from ..forms import LabelClassForm, MemberForm, ProjectCreateForm, ProjectForm
 from ..models import LabelClass, Membership, QueueItem, Sample
 from ..permissions import get_project_for_user, projects_for_user
 from ..services.projects import (
+    ProjectError,
     label_class_save,
     membership_remove,
     membership_set,
@@ -32,16 +33,27 @@ def project_list(request):
 @login_required
 @require_http_methods(["GET", "POST"])
 def project_create_view(request):
-    form = ProjectForm(request.POST or None)
+    form = ProjectCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        names = [n.strip() for n in request.POST.get("label_classes", "").split(",") if n.strip()]
         data = {k: v for k, v in form.cleaned_data.items() if k != "fields_json"}
-        project = project_create(
-            by=request.user, label_classes=names, fields=form.cleaned_data["fields_json"], **data
-        )
-        messages.success(request, f"Project “{project.name}” created. You are its owner.")
-        return redirect(project)
+        try:
+            project = project_create(
+                by=request.user, fields=form.cleaned_data["fields_json"], **data
+            )
+        except ProjectError as error:
+            _show_refusal(form, error)
+        else:
+            messages.success(request, f"Project “{project.name}” created. You are its owner.")
+            return redirect(project)
     return render(request, "labelling/project_form.html", {"form": form})
+
+
+def _show_refusal(form, error):
+    """A service's refusal beside the input it names: ``fields`` is the form's
+    ``fields_json``, ``label_classes.2.name`` its ``label_classes``."""
+    field = (error.field or "").split(".")[0]
+    field = {"fields": "fields_json"}.get(field, field)
+    form.add_error(field if field in form.fields else None, str(error))
 
 
 @login_required
@@ -64,29 +76,43 @@ def project_detail(request, project_pk):
 @require_http_methods(["GET", "POST"])
 def project_settings(request, project_pk):
     project = get_project_for_user(request.user, project_pk, capability=Capability.MANAGE)
-    form = ProjectForm(request.POST or None, instance=project, prefix="project")
+    # Each form is bound only when it is the one posted: a refused class must
+    # not empty the project form beside it, nor the other way round.
+    posted = request.POST if request.method == "POST" else {}
+    form = ProjectForm(
+        request.POST if "project-name" in posted else None, instance=project, prefix="project"
+    )
     class_form = LabelClassForm(project=project, prefix="class")
-    if request.method == "POST" and "project-name" in request.POST and form.is_valid():
+    if form.is_bound and form.is_valid():
         changes = {
             k: v
             for k, v in form.cleaned_data.items()
             if k not in {"fields_json", "holdout_fraction"}
         }
         changes["fields"] = form.cleaned_data["fields_json"]
-        project_update(project=project, by=request.user, **changes)
-        messages.success(request, "Settings saved.")
-        return redirect("labelling:project_settings", project.pk)
-    if request.method == "POST" and "class-name" in request.POST:
-        instance = None
-        if request.POST.get("class_id"):
-            instance = get_object_or_404(LabelClass, project=project, pk=request.POST["class_id"])
-        class_form = LabelClassForm(
-            request.POST, project=project, prefix="class", instance=instance
-        )
-        if class_form.is_valid():
-            label_class_save(label_class=class_form.instance, by=request.user)
-            messages.success(request, f"Label class “{class_form.instance.name}” saved.")
+        try:
+            project_update(project=project, by=request.user, **changes)
+        except ProjectError as error:
+            _show_refusal(form, error)
+        else:
+            messages.success(request, "Settings saved.")
             return redirect("labelling:project_settings", project.pk)
+    if form.is_bound:
+        # The form wrote its values onto the project; the page shows the saved ones.
+        project.refresh_from_db()
+    if "class-name" in posted:
+        instance = None
+        if posted.get("class_id"):
+            instance = get_object_or_404(LabelClass, project=project, pk=posted["class_id"])
+        class_form = LabelClassForm(posted, project=project, prefix="class", instance=instance)
+        if class_form.is_valid():
+            try:
+                label_class_save(label_class=class_form.instance, by=request.user)
+            except ProjectError as error:
+                _show_refusal(class_form, error)
+            else:
+                messages.success(request, f"Label class “{class_form.instance.name}” saved.")
+                return redirect("labelling:project_settings", project.pk)
     return render(
         request,
         "labelling/project_settings.html",
