@@ -8,7 +8,7 @@ capability gets 403.
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 
-from leanml_site.roles import Capability, Role, role_can
+from leanml_site.roles import Capability, Role, refusal_text, role_can
 
 from .models import Membership, Project, Sample
 from .services import raw
@@ -69,9 +69,7 @@ def get_project_for_user(user, pk, *, capability=Capability.VIEW) -> Project:
         raise Http404("No such project.")
     role = row[0]
     if not role_can(role, capability):
-        raise PermissionDenied(
-            f"Your role ({_ROLE_NAMES.get(role, role)}) may not {capability} in this project."
-        )
+        raise PermissionDenied(refusal_text(role, capability))
     project = raw.instance(Project, row[1:])
     project.role = role
     project.role_label = _ROLE_NAMES.get(role, role)

@@ -48,5 +48,36 @@ CAPABILITIES: dict[Capability, frozenset[str]] = {
 }
 
 
+# What a capability lets a person do, in the words a refusal uses.
+DOING: dict[Capability, str] = {
+    Capability.VIEW: "see its samples and labels",
+    Capability.LABEL: "label samples",
+    Capability.CLEAN: "correct or flag samples",
+    Capability.ADJUDICATE: "settle disagreements or suspected label errors",
+    Capability.IMPORT: "import data",
+    Capability.EXPORT: "export data",
+    Capability.QUEUE: "reprioritise the labelling queue",
+    Capability.MANAGE: "change the project's settings, classes or members",
+    Capability.AUDIT: "read the audit log",
+    Capability.TRAIN: "train models or surface samples for labelling",
+    Capability.DECIDE: "sign off or reject a candidate model",
+    Capability.STEER: "abandon iterations, acknowledge alerts or change the loop's settings",
+}
+_PLURAL = {
+    Role.EXPERT: "domain experts",
+    Role.DATA_SCIENTIST: "data scientists",
+    Role.PRODUCT_MANAGER: "product managers",
+    Role.OWNER: "owners",
+}
+
+
+def refusal_text(role: str | None, capability: Capability) -> str:
+    """Why ``role`` is refused ``capability``, and who may instead."""
+    allowed = [_PLURAL[r] for r in Role if r in CAPABILITIES[capability]]
+    who = ", ".join(allowed[:-1]) + (" and " if len(allowed) > 1 else "") + allowed[-1]
+    name = dict(Role.choices).get(role, role)
+    return f"Your role ({name}) may not {DOING[capability]} in this project; {who} may."
+
+
 def role_can(role: str | None, capability: Capability) -> bool:
     return role is not None and role in CAPABILITIES[capability]
