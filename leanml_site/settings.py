@@ -321,6 +321,13 @@ EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.conso
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"client_error": {"()": "leanml_site.log_filters.ClientErrorWithoutTraceback"}},
     "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        # Django's own handlers would print every django.* line a second time
+        # with DEBUG on; the root's console prints each once.
+        "django": {"handlers": [], "propagate": True},
+        "django.request": {"filters": ["client_error"]},
+    },
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
 }
