@@ -300,8 +300,8 @@ def alerts(results, thresholds: Thresholds = Thresholds()) -> list[Alert]:
                         "psi",
                         r.psi,
                         thresholds.psi,
-                        f"{r.field}: population stability index {r.psi:.3f} is above "
-                        f"{thresholds.psi:g} ({_psi_words(r.psi)}).",
+                        f"{r.field}: population stability index {number(r.psi)} is above "
+                        f"the alert threshold {number(thresholds.psi)} ({_psi_words(r.psi)}).",
                     )
                 )
             if isinstance(r, CategoricalDrift) and thresholds.share_points is not None:
@@ -358,8 +358,9 @@ def alerts(results, thresholds: Thresholds = Thresholds()) -> list[Alert]:
                         "centroid_distance",
                         r.centroid_distance,
                         thresholds.centroid_distance,
-                        f"{r.field}: the average text moved {r.centroid_distance:.2f} "
-                        f"(cosine distance) from the training texts.",
+                        f"{r.field}: the average text moved {number(r.centroid_distance)} "
+                        f"(cosine distance) from the training texts, above the alert "
+                        f"threshold {number(thresholds.centroid_distance)}.",
                     )
                 )
         else:
@@ -367,9 +368,27 @@ def alerts(results, thresholds: Thresholds = Thresholds()) -> list[Alert]:
     return out
 
 
+def number(value: float, digits: int = 3) -> str:
+    """``value`` with ``digits`` significant digits, written out (0.0001,
+    not 1e-04 nor a rounded-away 0.000): thresholds can be set that small."""
+    if value is None:
+        return "—"
+    value = float(value)
+    if not np.isfinite(value):
+        return str(value)
+    if value == 0:
+        return "0"
+    if abs(value) >= 10 ** (digits - 1):
+        return f"{value:,.0f}"
+    return np.format_float_positional(value, precision=digits, fractional=False, trim="-")
+
+
 def _psi_words(value: float) -> str:
+    """How the usual reading of PSI calls ``value``; worded so that it never
+    contradicts the alert's "above the threshold" (a threshold may be set
+    below the usual 0.1)."""
     if value > PSI_MAJOR:
         return "a major shift"
     if value > PSI_MODERATE:
         return "a moderate shift"
-    return "stable"
+    return f"a minor shift: the usual reading calls under {PSI_MODERATE:g} stable"

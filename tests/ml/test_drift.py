@@ -142,7 +142,21 @@ def test_prediction_drift_and_alert_sentences():
     )
     assert result.field == "predicted class"
     (alert,) = drift.alerts([result], drift.Thresholds(psi=0.1, share_points=None))
-    assert alert.measure == "psi" and "above 0.1" in alert.sentence
+    assert alert.measure == "psi" and "above the alert threshold 0.1" in alert.sentence
+
+
+def test_a_small_threshold_is_written_out_and_the_sentence_never_says_stable_alone():
+    result = drift.prediction_drift(["a"] * 50 + ["b"] * 50, ["a"] * 48 + ["b"] * 52)
+    (alert,) = drift.alerts([result], drift.Thresholds(psi=0.0001, share_points=None))
+    assert "above the alert threshold 0.0001" in alert.sentence
+    assert "(stable)" not in alert.sentence
+    assert "a minor shift: the usual reading calls under 0.1 stable" in alert.sentence
+    assert drift.number(0.0001) == "0.0001"
+    assert drift.number(0.00001) == "0.00001"
+    assert drift.number(0.04412) == "0.0441"
+    assert drift.number(-0.054) == "-0.054"
+    assert drift.number(0.25) == "0.25"
+    assert drift.number(12345.4) == "12,345"
     assert drift.alerts([result], drift.Thresholds(psi=None, share_points=None)) == []
 
 

@@ -4,6 +4,7 @@ from unittest import mock
 import pytest
 
 from leanml_site.models import AuditEvent
+from ml.drift import number
 from monitoring.models import Alert, MonitoringSettings
 from monitoring.services.alerts import AlertError, alert_acknowledge
 from monitoring.services.drift import drift_check
@@ -71,11 +72,30 @@ def test_it_lists_open_alerts_first_with_their_numbers(alerted, team):
     page = response.content.decode()
     open_part, acknowledged_part = page.split('data-testid="acknowledged-alerts"')
     assert alert.sentence in open_part
-    assert f"{alert.value:.3f}" in open_part and "0.250" in open_part
+    assert f"<td>{number(alert.value)}</td>" in open_part and "<td>0.25</td>" in open_part
     assert "channel: population stability index" in acknowledged_part
     assert "new &lt;b&gt;channel&lt;/b&gt;" in acknowledged_part  # notes are escaped
     # Experts read; they get no acknowledge form and no "check now".
     assert "/acknowledge/" not in page and "Check the last day now" not in page
+
+
+def test_a_small_threshold_is_shown_with_its_digits_and_the_check_with_its_span(
+    drift_project,  # noqa: F811
+    team,
+):
+    project, version = drift_project
+    MonitoringSettings.objects.create(project=project, psi_threshold=0.0001)
+    add_logs(project, version, shifted=True)
+    drift_check(project=project, window_start=WINDOW_START, window_end=WINDOW_END)
+    alert = Alert.objects.get(project=project, field="amount", measure="psi")
+    page = team.client("expert").get(URL.format(project.pk)).content.decode()
+    assert "<td>0.0001</td>" in page and "<td>0.000</td>" not in page
+    assert "is above the alert threshold 0.0001" in alert.sentence
+    assert "(stable)" not in page
+    # The page says what each check read instead of claiming "the last day".
+    assert "over the last day's logs" not in page
+    span = (WINDOW_END - WINDOW_START).days
+    assert f'data-testid="last-check-span">({span} day' in page
 
 
 @pytest.mark.parametrize("role", ["data_scientist", "product_manager", "owner"])
