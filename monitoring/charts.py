@@ -13,6 +13,7 @@ from datetime import timedelta
 from django.utils.html import escape
 
 from iterations.charts import BAD, GRID, INK, NEUTRAL, _nice_ticks, _short, _svg, _text
+from ml.drift import number
 
 LEFT, TOP, PLOT_W, PLOT_H = 56, 30, 450, 160
 PALETTE = [NEUTRAL, "#e67700", "#2b8a3e", "#ae3ec9", "#0c8599", "#868e96", "#c92a2a", "#5c940d"]
@@ -53,6 +54,8 @@ class _Axis:
                 f'y2="{self.y(tick):.1f}" stroke="{GRID}"/>'
             )
             label = f"{tick:.0%}" if percent else f"{tick:,.6g}"
+            if "e" in label:  # 5e-05: small thresholds are written out
+                label = number(tick)
             body.append(_text(LEFT - 6, self.y(tick) + 4, label, anchor="end"))
         # Dates on whole days (midnight UTC), at most eight of them.
         first_day = self.t0.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -75,36 +78,61 @@ class _Axis:
 
 # Text is ~7 px a character at the charts' font size.
 CHAR_W = 7
-# The legend's row when it does not fit beside the chart's label: under the dates.
+# The legend's first row when it does not fit beside the chart's label: under the dates.
 LEGEND_BELOW = TOP + PLOT_H + 38
+LEGEND_ROW = 18
+# A legend entry is cut only past this many characters (a class name, say):
+# every measure and "alert above <threshold>" fits whole.
+LEGEND_CHARS = 40
 
 
 def _legend_width(name):
-    return 14 + CHAR_W * len(_short(name, 16)) + 12
+    return 14 + CHAR_W * len(_short(name, LEGEND_CHARS)) + 12
+
+
+def _legend_rows(items, width):
+    """The legend's entries in rows of at most ``width`` px, in order."""
+    rows, used = [[]], 0
+    for item in items:
+        w = _legend_width(item[0])
+        if rows[-1] and used + w > width:
+            rows.append([])
+            used = 0
+        rows[-1].append(item)
+        used += w
+    return rows
 
 
 def _legend_y(items, label):
     """The legend's row: beside the label (top right) when both fit,
-    otherwise under the x axis (``_finish(..., legend_below=True)``)."""
+    otherwise under the x axis (``_finish(..., legend_below=...)``)."""
     left = LEFT + PLOT_W - sum(_legend_width(name) for name, _, _ in items)
     return 14 if left >= LEFT + CHAR_W * len(label) + 12 else LEGEND_BELOW
 
 
 def _legend(items, y=14):
-    body, x = [], LEFT + PLOT_W
-    for name, colour, dashed in reversed(items):
-        x -= _legend_width(name)
-        dash = ' stroke-dasharray="5 4"' if dashed else ""
-        body.append(
-            f'<line x1="{x}" y1="{y - 4}" x2="{x + 12}" y2="{y - 4}" stroke="{colour}" '
-            f'stroke-width="3"{dash}/>'
-        )
-        body.append(_text(x + 16, y, _short(name, 16)))
+    """The legend, right-aligned; under the chart it wraps onto as many rows
+    as it needs across the whole width (``_finish`` makes room for them)."""
+    rows = [items] if y != LEGEND_BELOW else _legend_rows(items, LEFT + PLOT_W)
+    body = []
+    for number_, row in enumerate(rows):
+        x, row_y = LEFT + PLOT_W, y + number_ * LEGEND_ROW
+        for name, colour, dashed in reversed(row):
+            x -= _legend_width(name)
+            dash = ' stroke-dasharray="5 4"' if dashed else ""
+            body.append(
+                f'<line x1="{x}" y1="{row_y - 4}" x2="{x + 12}" y2="{row_y - 4}" '
+                f'stroke="{colour}" stroke-width="3"{dash}/>'
+            )
+            body.append(_text(x + 16, row_y, _short(name, LEGEND_CHARS)))
     return body
 
 
-def _finish(title, body, *, legend_below=False):
-    height = TOP + PLOT_H + (46 if legend_below else 26)
+def _finish(title, body, *, legend_below=False, legend_items=()):
+    """The SVG, tall enough for a legend under the chart (``legend_items``:
+    its entries, when it wraps onto more than one row)."""
+    rows = len(_legend_rows(legend_items, LEFT + PLOT_W)) if legend_items else 1
+    height = TOP + PLOT_H + (46 + (rows - 1) * LEGEND_ROW if legend_below else 26)
     return _svg(LEFT + PLOT_W + 16, height, title, body)
 
 
@@ -207,8 +235,11 @@ def class_shares(points, granularity):
                 f"{share:.1%}</title></rect>"
             )
             bottom += share
-    body += _legend([(c, colours[c], False) for c in classes[:6]])
-    return _finish(f"Share of each predicted class per {granularity}", body)
+    items = [(c, colours[c], False) for c in classes[:6]]
+    y = _legend_y(items, "predicted-class share")
+    body += _legend(items, y)
+    title = f"Share of each predicted class per {granularity}"
+    return _finish(title, body, legend_below=y == LEGEND_BELOW, legend_items=items)
 
 
 def latency(points, granularity):
@@ -250,29 +281,52 @@ def value(points, granularity, *, baseline=None, unit=""):
     y = _legend_y(items, label)
     body += _legend(items, y)
     title = f"Value per 1,000 predictions per {granularity}, against the baseline"
-    return _finish(title, body, legend_below=y == LEGEND_BELOW)
+    return _finish(title, body, legend_below=y == LEGEND_BELOW, legend_items=items)
 
 
-def drift(series):
+def drift(series, *, period=None, granularity="day"):
     """One drift measure of one field over time, with its alert threshold.
-    ``series``: an item of ``selectors.drift_series``."""
-    points = [(p["window_start"], p["value"]) for p in series["points"]]
-    if not points:
+    ``series``: an item of ``selectors.drift_series``. Each check is drawn
+    across the window of logs it read (a check of two weeks is a line two
+    weeks long, not a point at its start), with a dot at the window's end
+    where its value is known; ``period`` (start, end) is the page's, the
+    windows clipped to it; without one, the checks' own span."""
+    checks = [
+        (p["window_start"], p["window_end"], p["value"])
+        for p in series["points"]
+        if p.get("window_end") is not None
+    ]
+    if not checks:
         return ""
+    start, end = period or (min(c[0] for c in checks), max(c[1] for c in checks))
+    step = STEP[granularity]
     threshold = series.get("threshold")
-    values = [v for _, v in points] + ([threshold] if threshold is not None else [])
-    axis = _Axis([s for s, _ in points], "day", 0, max(max(values) * 1.15, 1e-6))
+    values = [v for _, _, v in checks] + ([threshold] if threshold is not None else [])
+    axis = _Axis([start, max(start, end - step)], granularity, 0, max(max(values) * 1.15, 1e-6))
     name = f"{series['field']} · {series['measure']}"
     body = axis.frame(name)
-    body += _line(axis, points, NEUTRAL)
+    left, right = LEFT, LEFT + PLOT_W
+    for window_start, window_end, value in checks:
+        x1 = min(max(axis.x(window_start, centre=False), left), right)
+        x2 = min(max(axis.x(window_end, centre=False), left), right)
+        y = axis.y(value)
+        tip = (
+            f"<title>{window_start:%Y-%m-%d %H:%M} to {window_end:%Y-%m-%d %H:%M} UTC: "
+            f"{number(value)}</title>"
+        )
+        body.append(
+            f'<line x1="{x1:.1f}" y1="{y:.1f}" x2="{max(x2, x1 + 1):.1f}" y2="{y:.1f}" '
+            f'stroke="{NEUTRAL}" stroke-width="3">{tip}</line>'
+        )
+        body.append(f'<circle cx="{x2:.1f}" cy="{y:.1f}" r="3" fill="{NEUTRAL}">{tip}</circle>')
     items = [(series["measure"], NEUTRAL, False)]
     if threshold is not None:
         body.append(
             f'<line x1="{LEFT}" y1="{axis.y(threshold):.1f}" x2="{LEFT + PLOT_W}" '
             f'y2="{axis.y(threshold):.1f}" stroke="{BAD}" stroke-dasharray="5 4"/>'
         )
-        items.append((f"alert above {threshold:g}", BAD, True))
+        items.append((f"alert above {number(threshold)}", BAD, True))
     y = _legend_y(items, name)
     body += _legend(items, y)
-    title = f"Drift of {name} per day against the alert threshold"
-    return _finish(title, body, legend_below=y == LEGEND_BELOW)
+    title = f"Drift of {name}: each check across the window of logs it read"
+    return _finish(title, body, legend_below=y == LEGEND_BELOW, legend_items=items)

@@ -10,6 +10,7 @@ from iterations.models import ModelSettings, ModelVersion
 
 from . import charts, selectors
 from .models import MetricWindow, MonitoringCursor, PredictionLog
+from .services.metrics import SEGMENT_VALUES_CAP
 
 # How far back each granularity looks from the newest window: a week of
 # hours (168 bars) and a quarter of days stay readable at 450 px.
@@ -66,16 +67,20 @@ def page_context(project, params) -> dict:
         .values_list("start", flat=True)
         .first()
     )
-    rows = []
+    g = chosen.granularity
+    rows, period = [], None
     if newest is not None:
+        # The page's period: the span back from the newest window through
+        # that window's end. The table, the charts and the drift checks all
+        # read it.
+        period = (newest - SPAN[g], newest + charts.STEP[g])
         rows = selectors.metric_windows_summary(
             project=project,
-            granularity=chosen.granularity,
+            granularity=g,
             version_id=chosen.version.pk if chosen.version else None,
             segment=chosen.segment,
-            since=newest - SPAN[chosen.granularity],
+            since=period[0],
         )
-    g = chosen.granularity
     context = {
         "filters": chosen,
         "versions": ModelVersion.objects.filter(project=project).order_by("-number"),
@@ -93,13 +98,19 @@ def page_context(project, params) -> dict:
                 "coverage_pct": 100 * (summary.coverage or 0),
             }
             for version, summary, first, last in selectors.metric_versions_summary(
-                project=project, segment=chosen.segment
+                project=project,
+                segment=chosen.segment,
+                granularity=g,
+                since=period[0] if period else None,
+                version_id=chosen.version.pk if chosen.version else None,
             )
         ],
+        "period": period,
         "baseline": baseline,
         "unit": unit,
         "has_gains": has_gains,
         "span_days": SPAN[g].days,
+        "segment_values_cap": SEGMENT_VALUES_CAP,
     }
     if rows:
         context["charts"] = {
@@ -116,12 +127,15 @@ def page_context(project, params) -> dict:
                 unit=unit,
             ),
         }
-    # Drift is measured per version and day over all predictions, not per segment.
+    # Drift is measured per version and check window over all predictions,
+    # not per segment; the checks shown are those that read logs of the period.
     context["drift_charts"] = [
         chart
         for chart in (
-            charts.drift(series)
-            for series in selectors.drift_series(project, chosen.version)[:DRIFT_CHARTS]
+            charts.drift(series, period=period, granularity=g)
+            for series in selectors.drift_series(project, chosen.version, period=period)[
+                :DRIFT_CHARTS
+            ]
         )
         if chart
     ]

@@ -54,16 +54,23 @@ def metric_windows_summary(*, project, granularity, version_id=None, segment="",
     return [(start, summarise(agg), agg) for start, agg in merged.items()]
 
 
-def metric_versions_summary(*, project, segment=""):
-    """Per model version, its whole logged life merged from its day windows:
-    ``[(ModelVersion, Summary, first day, last day)]``, newest version first."""
+def metric_versions_summary(
+    *, project, segment="", granularity=MetricWindow.Granularity.DAY, since=None, version_id=None
+):
+    """Per model version, its windows of ``granularity`` from ``since`` on
+    (its whole logged life without one) merged: ``[(ModelVersion, Summary,
+    first window start, last window start)]``, newest version first;
+    ``version_id``: that version only."""
     totals, spans = {}, {}
-    for version_id, start, aggregate in MetricWindow.objects.filter(
-        project=project, granularity=MetricWindow.Granularity.DAY, segment=segment
-    ).values_list("model_version_id", "start", "aggregate"):
-        totals[version_id] = totals.get(version_id, Aggregate()) + Aggregate.from_dict(aggregate)
-        first, last = spans.get(version_id, (start, start))
-        spans[version_id] = (min(first, start), max(last, start))
+    query = MetricWindow.objects.filter(project=project, granularity=granularity, segment=segment)
+    if since is not None:
+        query = query.filter(start__gte=since)
+    if version_id is not None:
+        query = query.filter(model_version_id=version_id)
+    for served_by, start, aggregate in query.values_list("model_version_id", "start", "aggregate"):
+        totals[served_by] = totals.get(served_by, Aggregate()) + Aggregate.from_dict(aggregate)
+        first, last = spans.get(served_by, (start, start))
+        spans[served_by] = (min(first, start), max(last, start))
     versions = ModelVersion.objects.filter(pk__in=totals).order_by("-number")
     return [(v, summarise(totals[v.pk]), *spans[v.pk]) for v in versions]
 
@@ -103,7 +110,7 @@ def _drift_value(result, measure):
     return result.get(measure)
 
 
-def drift_series(project, version=None) -> list[dict]:
+def drift_series(project, version=None, period=None) -> list[dict]:
     """Per field and measure, the value of each drift check over time, for
     the monitoring page's chart: ``[{"field", "kind", "measure",
     "threshold", "points": [{"window_start", "window_end", "version",
@@ -112,11 +119,14 @@ def drift_series(project, version=None) -> list[dict]:
     A window checked more than once counts with its latest check.
     ``threshold`` is the project's current one (None: switched off); share
     changes are absolute (points as a fraction), OOV as the rise above the
-    training texts' own rate, as the alerts read them."""
+    training texts' own rate, as the alerts read them. ``period`` (start,
+    end): only the checks whose window read logs of it."""
     settings_row = MonitoringSettings.objects.filter(project=project).first()
     checks = DriftCheck.objects.filter(project=project).select_related("model_version")
     if version is not None:
         checks = checks.filter(model_version=version)
+    if period is not None:
+        checks = checks.filter(window_end__gt=period[0], window_start__lt=period[1])
     # A window checked twice ("check now", then the daily run): its latest check.
     latest = {}
     for check in checks.order_by("window_start", "id"):

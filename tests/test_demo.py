@@ -246,6 +246,15 @@ def test_the_held_back_reviews_are_its_production_traffic_with_monitoring_filled
         sum(w.aggregate["labelled"] for w in days)
         == GroundTruth.objects.filter(project=project).count()
     )
+    # Each log carries its review's length as a segment, with windows of its own.
+    lengths = {log.segment["review_length"] for log in logs}
+    assert lengths <= {"short", "medium", "long"} and len(lengths) > 1
+    segments = MetricWindow.objects.filter(project=project, granularity="day").exclude(segment="")
+    by_segment = {}
+    for window in segments:
+        by_segment[window.segment] = by_segment.get(window.segment, 0) + window.aggregate["n"]
+    assert set(by_segment) == {f"review_length={length}" for length in lengths}
+    assert sum(by_segment.values()) == LIMIT
     assert DriftCheck.objects.filter(project=project, model_version=version).exists()
     # A surfacing run put some of them in the queue, each with its reason.
     run = SurfacingRun.objects.get(project=project)

@@ -6,6 +6,7 @@ import pytest
 
 from iterations.models import ModelSettings
 from leanml_site.roles import Role
+from monitoring import charts
 from monitoring.models import GroundTruth, PredictionLog
 from monitoring.services.metrics import metrics_update
 
@@ -159,3 +160,80 @@ def test_drift_checks_are_drawn_with_their_threshold(logged, versions):
     assert EVIL not in body
     body = client.get(URL.format(logged.project.pk), {"version": "2"}).content.decode()
     assert 'data-testid="no-drift"' in body and "for v2" in body
+
+
+def _summary_rows(body):
+    table = body.split('data-testid="version-summary"')[1].split("</table>")[0]
+    return table.split("<tbody>")[1].count("<tr>")
+
+
+def test_the_table_reads_the_period_version_and_segment_the_charts_read(team, versions):
+    # v1: 4 predictions ten days before v1's and v2's 3 recent ones each.
+    for i in range(4):
+        log(team.project, versions[0], 100 + i, hours=i)
+    for i in range(3):
+        log(team.project, versions[0], 200 + i, hours=240 + i)
+        log(team.project, versions[1], 300 + i, hours=240 + i, segment={"country": "DE"})
+    metrics_update(project=team.project)
+    client = team.client("owner")
+    url = URL.format(team.project.pk)
+    hour = client.get(url, {"granularity": "hour"})
+    body = hour.content.decode()
+    # The last 7 days: 3 + 3 predictions, as in the volume chart.
+    table = body.split('data-testid="version-summary"')[1].split("</table>")[0]
+    assert [s.n for s in (row["summary"] for row in hour.context["summary"])] == [3, 3]
+    assert "Mar 11 – Mar 11" in table  # v1's logged span within the period, not Mar 01
+    assert body.count(": 2 predictions</title></rect>") == 3  # both versions, per hour
+    assert 'data-testid="period">· last 7 days, Mar 04 10:00 – Mar 11 11:00 UTC' in body
+    # Per day over 90 days: all of v1's 7.
+    day = client.get(url)
+    assert sorted(row["summary"].n for row in day.context["summary"]) == [3, 7]
+    assert "last 90 days" in day.content.decode()
+    # A chosen version or segment narrows the table as it narrows the charts.
+    only_v2 = client.get(url, {"version": "2"})
+    assert [row["version"].number for row in only_v2.context["summary"]] == [2]
+    de = client.get(url, {"segment": "country=DE", "granularity": "hour"})
+    assert [(row["version"].number, row["summary"].n) for row in de.context["summary"]] == [(2, 3)]
+    assert _summary_rows(de.content.decode()) == 1
+
+
+def test_drift_checks_outside_the_period_are_left_out_and_long_ones_span_it(logged, versions):
+    from monitoring.models import DriftCheck
+
+    def check(start, days, psi):
+        DriftCheck.objects.create(
+            project=logged.project,
+            model_version=versions[0],
+            window_start=start,
+            window_end=start + timedelta(days=days),
+            n_current=100,
+            n_reference=100,
+            results=[{"field": "stars", "kind": "numeric", "psi": psi}],
+        )
+
+    client = logged.client("owner")
+    url = URL.format(logged.project.pk)
+    check(T0 - timedelta(days=30), 1, 0.3)  # long before the last 7 days
+    body = client.get(url, {"granularity": "hour"}).content.decode()
+    assert 'data-testid="no-drift"' in body and "of the last 7 days" in body
+    # ...but within the 90 days of the day view.
+    assert 'data-testid="drift-charts"' in client.get(url).content.decode()
+    # A 15-day check ending in the period is drawn across all of it.
+    check(T0 + timedelta(days=1) - timedelta(days=15), 15, 0.1)
+    body = client.get(url, {"granularity": "hour"}).content.decode()
+    drift_part = body.split('data-testid="drift-charts"')[1]
+    assert drift_part.count('stroke-width="3"><title>') == 1
+    assert f'x1="{charts.LEFT:.1f}"' in drift_part
+
+
+def test_without_segments_the_page_says_how_a_product_sends_them(team, versions, logged):
+    body = logged.client("owner").get(URL.format(logged.project.pk)).content.decode()
+    assert 'data-testid="no-segments"' not in body  # logged with countries
+    assert '<option value="country=DE"' in body
+    PredictionLog.objects.all().delete()
+    from monitoring.models import MetricWindow
+
+    MetricWindow.objects.exclude(segment="").delete()
+    body = logged.client("owner").get(URL.format(logged.project.pk)).content.decode()
+    assert 'data-testid="no-segments"' in body
+    assert "<code>segment</code> object" in body and "segment_country" in body

@@ -122,6 +122,10 @@ FIRST_ITERATION = "First model"
 FEEDBACK_SHARE = 0.2
 SURFACED = 60
 MONITORING_SEED = 7
+# The segment the demo's product sends with each prediction, so the
+# monitoring page's segment filter has something to filter: how long the
+# review is, in words (up to, label), the last catching the rest.
+REVIEW_LENGTHS = ((49, "short"), (99, "medium"), (None, "long"))
 # The expert's first keyword rules: words that, in these reviews, nearly always
 # go with delight or with its absence. Plain patterns match whole words;
 # "disappoint" is a regular expression to catch disappointed/disappointing.
@@ -149,6 +153,11 @@ FIELDS = [
     {"name": "review", "kind": "text", "shown": True},
     {"name": "product", "kind": "category", "shown": True},
 ]
+
+
+def _review_length(text) -> str:
+    words = len(str(text).split())
+    return next(name for most, name in REVIEW_LENGTHS if most is None or words <= most)
 
 
 def logins_path() -> Path:
@@ -447,6 +456,7 @@ class Command(BaseCommand):
                     ).isoformat(),
                     "model_version": version.number,
                     "data": {"review": review.review, "product": review.product},
+                    "segment": {"review_length": _review_length(review.review)},
                     "predicted": classes[int(p.argmax())],
                     "probabilities": {c: float(x) for c, x in zip(classes, p, strict=True)},
                     "latency_ms": round(ms_per_row * rng.uniform(0.8, 2.5) + 5, 2),
