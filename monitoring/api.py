@@ -29,6 +29,7 @@ from rest_framework.response import Response
 
 from labelling.permissions import get_project_for_user
 from leanml_site.api import PROJECT_PARAM, ErrorSerializer, refusal
+from leanml_site.errors import Refusal
 from leanml_site.roles import Capability, role_can
 
 from .auth import ApiKeyAuthentication, ApiKeyRateThrottle, get_project_for_client
@@ -559,7 +560,7 @@ def monitoring_settings_api(request, project_pk):
         return Response(_settings_body(monitoring_settings_get(project)))
     project = get_project_for_user(request.user, project_pk, capability=Capability.TRAIN)
     if not isinstance(request.data, dict):
-        raise refusal(SettingsError("Send a JSON object of settings."))
+        raise refusal(Refusal("Send a JSON object of settings."))
     try:
         # The service checks types and ranges itself: one set of messages
         # (naming the field) for the page and the API.
@@ -567,7 +568,8 @@ def monitoring_settings_api(request, project_pk):
             project=project, by=request.user, changes=dict(request.data)
         )
     except SettingsError as error:
-        raise refusal(error) from None
+        # Every bad setting at once, each under its key.
+        raise ValidationError(error.errors()) from None
     return Response(_settings_body(row))
 
 

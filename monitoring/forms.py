@@ -81,7 +81,10 @@ class MonitoringSettingsForm(forms.Form):
         return [f for f in self if not f.name.startswith("mix_")]
 
     def changes(self) -> dict:
-        data = dict(self.cleaned_data)
-        mix = {s: data.pop(f"mix_{s}") for s in self.strategies}
-        data["surfacing_mix"] = {s: v for s, v in mix.items() if v is not None}
+        """The settings as the service takes them; on an invalid form, only
+        the fields that cleaned (the service checks their ranges too)."""
+        data = {name: value for name, value in self.cleaned_data.items() if name not in self.errors}
+        mix = {s: data.pop(f"mix_{s}", None) for s in self.strategies}
+        if not any(f"mix_{s}" in self.errors for s in self.strategies):
+            data["surfacing_mix"] = {s: v for s, v in mix.items() if v is not None}
         return data

@@ -6,6 +6,7 @@ from datetime import timedelta
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Count, Max, Min
 from django.http import Http404, HttpResponseBadRequest
@@ -27,7 +28,11 @@ from .services.drift import monitoring_settings_get
 from .services.parsing import MAX_BODY_BYTES, IngestError, cycle_collector_paused, read_body
 from .services.predictions import CSV_TEXT_COLUMNS, prediction_logs_ingest
 from .services.settings import EDITABLE as SETTINGS_EDITABLE
-from .services.settings import SettingsError, monitoring_settings_update
+from .services.settings import (
+    SettingsError,
+    monitoring_settings_check,
+    monitoring_settings_update,
+)
 from .tasks import DRIFT_WINDOW, drift_check_task
 
 UPLOAD_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
@@ -340,6 +345,19 @@ def drift_check_now(request, project_pk):
     return redirect("monitoring:alert_list", project_pk=project.pk)
 
 
+def _settings_errors_to_form(form, error):
+    """The service's problems, each beside the form field it is about; a
+    problem of the mix as a whole goes above the mix's fields."""
+    for key, text in error.problems:
+        setting, _, strategy = key.partition(".")
+        name = f"mix_{strategy}" if strategy else setting
+        if name in form.fields:
+            if name not in form.errors:  # a field's own "Enter a number." stays first
+                form.add_error(name, text[:1].upper() + text[1:])
+        else:
+            form.add_error(None, f"Mix: {text}" if setting == "surfacing_mix" else text)
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def monitoring_settings_page(request, project_pk):
@@ -357,15 +375,16 @@ def monitoring_settings_page(request, project_pk):
                 f"Your role ({project.role_label}) may not change the monitoring settings."
             )
         form = MonitoringSettingsForm(request.POST, strategies=STRATEGIES)
-        if form.is_valid():
-            try:
+        try:
+            if form.is_valid():
                 monitoring_settings_update(project=project, by=request.user, changes=form.changes())
-            except SettingsError as error:
-                field = f"mix_{STRATEGIES[0]}" if error.field == "surfacing_mix" else error.field
-                form.add_error(field if field in form.fields else None, error.message)
-            else:
                 messages.success(request, "Monitoring settings saved.")
                 return redirect("monitoring:settings", project_pk=project.pk)
+            # The values that are numbers still get the service's range
+            # checks, so every bad field is named at once.
+            monitoring_settings_check(form.changes())
+        except SettingsError as error:
+            _settings_errors_to_form(form, error)
         status = 400
     else:
         form = MonitoringSettingsForm(initial=initial, strategies=STRATEGIES)
@@ -392,6 +411,11 @@ def monitoring_page(request, project_pk):
     return render(request, "monitoring/monitoring.html", context, status=status)
 
 
+# The suspects listed (best first), and how many a page shows.
+LABEL_ERRORS_LIMIT = 200
+LABEL_ERRORS_PER_PAGE = 20
+
+
 @login_required
 @require_GET
 def label_error_list(request, project_pk):
@@ -404,10 +428,12 @@ def label_error_list(request, project_pk):
     project = get_project_for_user(request.user, project_pk, capability=Capability.VIEW)
     version, suspects, problem = None, [], None
     try:
-        version, suspects = label_error_suspects(project=project)
+        version, suspects = label_error_suspects(project=project, limit=LABEL_ERRORS_LIMIT)
     except LabelErrorsUnavailable as error:
         problem = error.message
-    for suspect in suspects:
+    # A page past the last (the list shrinks as suspects are settled) shows the last.
+    page = Paginator(suspects, LABEL_ERRORS_PER_PAGE).get_page(request.GET.get("page"))
+    for suspect in page.object_list:
         # Not judged by the person who gave the label.
         suspect.mine = request.user.pk in suspect.labelled_by
         # What the expert judges: the sample as the review page shows it.
@@ -415,7 +441,10 @@ def label_error_list(request, project_pk):
     context = {
         "project": project,
         "version": version,
-        "suspects": suspects,
+        "suspects": page.object_list,
+        "page": page,
+        "total": len(suspects),
+        "limit": LABEL_ERRORS_LIMIT,
         "problem": problem,
         "can_adjudicate": role_can(project.role, Capability.ADJUDICATE),
         "label_classes": LabelClass.objects.filter(project=project).order_by("order", "id"),

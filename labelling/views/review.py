@@ -111,7 +111,10 @@ def adjudicate(request, project_pk, sample_pk):
                 request,
                 f"Sample {sample.external_id} settled as “{adjudication.label.name}”.",
             )
-        return redirect("monitoring:label_errors", project.pk)
+        # Back to the page of the list the form was on (a number, nothing else).
+        list_page = request.POST.get("page", "")
+        url = reverse("monitoring:label_errors", args=[project.pk])
+        return redirect(f"{url}?page={list_page}" if list_page.isdigit() else url)
     if error:
         messages.error(request, f"Sample {sample.external_id}: {error}")
     else:

@@ -30,92 +30,129 @@ BUDGET_MAX = 100_000
 
 
 class SettingsError(Refusal):
-    """A monitoring setting is out of range or of the wrong type."""
+    """Monitoring settings out of range or of the wrong type: every one found,
+    as ``problems`` [(key, text)], the key a setting's name or, for one
+    strategy's share, ``surfacing_mix.<strategy>``; the text says what is
+    wrong without naming the key, so a page can put it beside its own label.
+    ``message`` names the keys (the API's words), ``field`` the first one's
+    setting."""
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        message = " ".join(f"{key}: {text}" for key, text in self.problems)
+        super().__init__(message, self.problems[0][0].split(".")[0])
+
+    def errors(self) -> dict:
+        """{setting: [its messages, keys named]} for the API's ``errors``."""
+        out = {}
+        for key, text in self.problems:
+            out.setdefault(key.split(".")[0], []).append(f"{key}: {text}")
+        return out
 
 
-def _number(field, value):
+def _number(value):
+    """The number ``value`` is, or the words for what is wrong with it."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SettingsError(f"{field}: {value!r} is not a number.", field)
+        return None, f"{value!r} is not a number."
     if not math.isfinite(value):
-        raise SettingsError(f"{field}: {value!r} is not a finite number.", field)
-    return value
+        return None, f"{value!r} is not a finite number."
+    return value, None
 
 
 def _check(changes) -> dict:
-    unknown = sorted(set(changes) - set(EDITABLE))
-    if unknown:
-        raise SettingsError(f"Unknown setting {unknown[0]!r}.", unknown[0])
+    """The changes checked, or a SettingsError naming every bad one at once."""
+    problems = [(name, "no such setting.") for name in sorted(set(changes) - set(EDITABLE))]
     clean = {}
     for name, low, high, what in THRESHOLDS:
         if name not in changes:
             continue
         value = changes[name]
         if value is not None:
-            value = float(_number(name, value))
+            value, wrong = _number(value)
+            if wrong:
+                problems.append((name, wrong))
+                continue
+            value = float(value)
             if not low < value <= high:
-                raise SettingsError(
-                    f"{name}: {value:g} is out of range for the {what}; give a value above "
-                    f"{low:g} and at most {high:g}, or leave it empty to switch it off.",
-                    name,
+                problems.append(
+                    (
+                        name,
+                        f"{value:g} is out of range for the {what}; give a value above "
+                        f"{low:g} and at most {high:g}, or leave it empty to switch it off.",
+                    )
                 )
+                continue
         clean[name] = value
     if "email_alerts" in changes:
-        if not isinstance(changes["email_alerts"], bool):
-            raise SettingsError("email_alerts: give true or false.", "email_alerts")
-        clean["email_alerts"] = changes["email_alerts"]
+        if isinstance(changes["email_alerts"], bool):
+            clean["email_alerts"] = changes["email_alerts"]
+        else:
+            problems.append(("email_alerts", "give true or false."))
     if "surfacing_budget" in changes:
-        budget = _number("surfacing_budget", changes["surfacing_budget"])
-        if budget != int(budget) or not 1 <= budget <= BUDGET_MAX:
-            raise SettingsError(
-                f"surfacing_budget: {budget!r} must be a whole number from 1 to {BUDGET_MAX:,}.",
-                "surfacing_budget",
-            )
-        clean["surfacing_budget"] = int(budget)
+        budget, wrong = _number(changes["surfacing_budget"])
+        if wrong is None and (budget != int(budget) or not 1 <= budget <= BUDGET_MAX):
+            wrong = f"{budget!r} is not a whole number from 1 to {BUDGET_MAX:,}."
+        if wrong:
+            problems.append(("surfacing_budget", wrong))
+        else:
+            clean["surfacing_budget"] = int(budget)
     if "surfacing_every_hours" in changes:
-        hours = changes["surfacing_every_hours"]
+        hours, wrong = changes["surfacing_every_hours"], None
         if hours is not None:
-            hours = _number("surfacing_every_hours", hours)
-            if hours != int(hours) or not 1 <= hours <= 24 * 365:
-                raise SettingsError(
-                    f"surfacing_every_hours: {hours!r} must be a whole number of hours from 1 "
-                    "to 8760, or empty for surfacing on request only.",
-                    "surfacing_every_hours",
+            hours, wrong = _number(hours)
+            if wrong is None and (hours != int(hours) or not 1 <= hours <= 24 * 365):
+                wrong = (
+                    f"{hours!r} is not a whole number of hours from 1 to 8760; leave it "
+                    "empty for surfacing on request only."
                 )
-            hours = int(hours)
-        clean["surfacing_every_hours"] = hours
+        if wrong:
+            problems.append(("surfacing_every_hours", wrong))
+        else:
+            clean["surfacing_every_hours"] = None if hours is None else int(hours)
     if "surfacing_mix" in changes:
-        clean["surfacing_mix"] = _check_mix(changes["surfacing_mix"])
+        mix, wrong = _check_mix(changes["surfacing_mix"])
+        problems += wrong
+        if not wrong:
+            clean["surfacing_mix"] = mix
+    if problems:
+        raise SettingsError(problems)
     return clean
 
 
-def _check_mix(mix) -> dict:
-    """Shares per strategy; empty means the default mix."""
+def _check_mix(mix) -> tuple[dict, list]:
+    """Shares per strategy (empty: the default mix), and the problems found."""
     if mix is None:
-        return {}
+        return {}, []
     if not isinstance(mix, dict):
-        raise SettingsError("surfacing_mix: give an object {strategy: share}.", "surfacing_mix")
-    unknown = sorted(k for k in mix if k not in STRATEGIES)
-    if unknown:
-        raise SettingsError(
-            f"surfacing_mix: unknown strategy {unknown[0]!r}; known: {', '.join(STRATEGIES)}.",
+        return {}, [("surfacing_mix", "give an object {strategy: share}.")]
+    problems = [
+        (
             "surfacing_mix",
+            f"unknown strategy {name!r}; known: {', '.join(STRATEGIES)}.",
         )
+        for name in sorted(k for k in mix if k not in STRATEGIES)
+    ]
     clean = {}
     for strategy, share in mix.items():
-        share = _number(f"surfacing_mix.{strategy}", share)
-        if share < 0:
-            raise SettingsError(
-                f"surfacing_mix: the share of {strategy!r} is {share:g}; shares cannot be "
-                "negative.",
-                "surfacing_mix",
-            )
-        clean[strategy] = float(share)
-    if clean and sum(clean.values()) <= 0:
-        raise SettingsError(
-            "surfacing_mix: the shares add up to 0; give at least one strategy a share.",
-            "surfacing_mix",
+        if strategy not in STRATEGIES:
+            continue
+        share, wrong = _number(share)
+        if wrong is None and share < 0:
+            wrong = f"the share of {strategy!r} is {share:g}; shares cannot be negative."
+        if wrong:
+            problems.append((f"surfacing_mix.{strategy}", wrong))
+        else:
+            clean[strategy] = float(share)
+    if not problems and clean and sum(clean.values()) <= 0:
+        problems.append(
+            ("surfacing_mix", "the shares add up to 0; give at least one strategy a share.")
         )
-    return {k: v for k, v in clean.items() if v > 0}
+    return {k: v for k, v in clean.items() if v > 0}, problems
+
+
+def monitoring_settings_check(changes: dict) -> dict:
+    """The changes as they would be stored; a SettingsError names every bad one."""
+    return _check(changes)
 
 
 def monitoring_settings_update(*, project, by, changes: dict) -> MonitoringSettings:

@@ -53,5 +53,6 @@ def test_a_data_scientist_acknowledges_an_alert(
     page.screenshot(path=str(SHOTS / "settings.png"), full_page=True)
     page.fill("input[name=psi_threshold]", "-2")
     page.get_by_role("button", name="Save").click()
-    assert "psi_threshold: -2 is out of range" in page.inner_text("main")
+    assert "-2 is out of range for the population stability index" in page.inner_text("main")
+    assert "psi_threshold" not in page.inner_text("main")
     page.screenshot(path=str(SHOTS / "settings-error.png"), full_page=True)

@@ -66,27 +66,55 @@ def test_other_roles_cannot_change_them(team, role):
 @pytest.mark.parametrize(
     ("changes", "field", "words"),
     [
-        ({"psi_threshold": "-1"}, "psi_threshold", "psi_threshold: -1 is out of range"),
-        ({"share_points": "5"}, "share_points", "share_points: 5 is out of range"),
-        ({"surfacing_budget": "0"}, "surfacing_budget", "surfacing_budget: 0 must be"),
-        ({"surfacing_every_hours": "0"}, "surfacing_every_hours", "surfacing_every_hours: 0"),
-        ({"mix_random": "-1"}, "mix_uncertainty", "the share of &#x27;random&#x27; is -1"),
-        (
-            {"mix_uncertainty": "0", "mix_random": "0"},
-            "mix_uncertainty",
-            "the shares add up to 0",
-        ),
+        ({"psi_threshold": "-1"}, "psi_threshold", "-1 is out of range for the population"),
+        ({"share_points": "5"}, "share_points", "5 is out of range for the share change"),
+        ({"surfacing_budget": "0"}, "surfacing_budget", "0 is not a whole number from 1"),
+        ({"surfacing_every_hours": "0"}, "surfacing_every_hours", "0 is not a whole number"),
+        ({"mix_random": "-1"}, "mix_random", "The share of &#x27;random&#x27; is -1"),
+        ({"mix_uncertainty": "0", "mix_random": "0"}, "__all__", "Mix: the shares add up to 0"),
         ({"centroid_distance": "far"}, "centroid_distance", "Enter a number."),
     ],
 )
 def test_it_refuses_bad_values_naming_the_field_and_changes_nothing(team, changes, field, words):
     response = team.client("owner").post(URL.format(team.project.pk), _form(**changes))
     assert response.status_code == 400
-    assert words in response.content.decode()
-    assert field in response.context["form"].errors
+    page = response.content.decode()
+    assert words in page
+    assert [field] == list(response.context["form"].errors)
+    # The page speaks of its labels, never of the settings' internal names.
+    for key in ("psi_threshold:", "share_points:", "surfacing_budget:", "surfacing_mix"):
+        assert key not in page
     row = MonitoringSettings.objects.filter(project=team.project).first()
     assert row is None or (row.surfacing_budget, row.psi_threshold) == (100, 0.25)
     assert not AuditEvent.objects.filter(action="monitoring_settings.update").exists()
+
+
+def test_every_bad_field_is_named_at_once_beside_its_label(team):
+    response = team.client("owner").post(
+        URL.format(team.project.pk),
+        _form(
+            psi_threshold="-1",
+            share_points="7",
+            centroid_distance="far",
+            surfacing_budget="0",
+            mix_novelty="-2",
+        ),
+    )
+    assert response.status_code == 400
+    errors = response.context["form"].errors
+    assert set(errors) == {
+        "psi_threshold",
+        "share_points",
+        "centroid_distance",
+        "surfacing_budget",
+        "mix_novelty",
+    }
+    assert errors["share_points"] == [
+        "7 is out of range for the share change (a fraction: 0.05 is 5 points); give a value "
+        "above 0 and at most 1, or leave it empty to switch it off."
+    ]
+    assert errors["centroid_distance"] == ["Enter a number."]
+    assert not MonitoringSettings.objects.filter(project=team.project).exists()
 
 
 def test_the_service_refuses_unknown_strategies_and_settings(team):
@@ -104,6 +132,18 @@ def test_the_service_refuses_unknown_strategies_and_settings(team):
             project=team.project, by=owner, changes={"email_alerts": "yes", "surfacing_budget": 5}
         )
     assert error.value.field == "email_alerts"
+    assert error.value.problems == [("email_alerts", "give true or false.")]
+    with pytest.raises(SettingsError) as error:
+        monitoring_settings_update(
+            project=team.project,
+            by=owner,
+            changes={"psi_threshold": -1, "share_points": 7, "surfacing_mix": {"random": "x"}},
+        )
+    assert [key for key, _ in error.value.problems] == [
+        "psi_threshold",
+        "share_points",
+        "surfacing_mix.random",
+    ]
     # Checked before anything is written: not even the default row was created.
     assert not MonitoringSettings.objects.filter(project=team.project).exists()
 
@@ -146,8 +186,25 @@ def test_the_api_refuses_bad_settings_naming_the_field(team, body, field):
     )
     assert response.status_code == 400
     assert response.json()["field"] == field and field in response.json()["message"]
+    assert list(response.json()["errors"]) == [field]
     row = MonitoringSettings.objects.filter(project=team.project).first()
     assert row is None or row.share_points == 0.05  # nothing half-done
+
+
+def test_the_api_names_every_bad_setting_under_its_key(team):
+    response = team.client("owner").patch(
+        API.format(team.project.pk),
+        {"psi_threshold": -1, "share_points": 7},
+        content_type="application/json",
+    )
+    assert response.status_code == 400
+    body = response.json()
+    assert body["field"] == "psi_threshold"
+    assert body["message"].startswith("psi_threshold: -1 is out of range")
+    assert body["errors"]["share_points"] == [
+        "share_points: 7 is out of range for the share change (a fraction: 0.05 is 5 points); "
+        "give a value above 0 and at most 1, or leave it empty to switch it off."
+    ]
 
 
 def test_the_api_refuses_a_body_that_is_not_an_object(team):

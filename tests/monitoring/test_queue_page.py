@@ -255,7 +255,8 @@ def test_label_errors_are_listed_for_review_not_queued(mislabelled):
     url = f"/projects/{crew.project.pk}/queue/label-errors/"
     response = client(crew, "owner").get(url)
     assert response.status_code == 200
-    suspects = response.context["suspects"]
+    suspects = list(response.context["page"].paginator.object_list)  # every page's
+    assert response.context["suspects"] == suspects[:20]  # this page's
     found = {s.sample.pk for s in suspects}
     # Most of the mistakes are caught, and they lead the list.
     assert len(found & crew.flipped) >= 6, (len(found & crew.flipped), len(found))
@@ -268,7 +269,8 @@ def test_label_errors_are_listed_for_review_not_queued(mislabelled):
     # Nothing was put in the labelling queue.
     assert not QueueItem.objects.filter(project=crew.project).exists()
     html = response.content.decode()
-    assert html.count('action="/projects/') >= len(suspects)  # a settle form per suspect
+    # a settle form per suspect on the page
+    assert html.count('action="/projects/') >= len(response.context["suspects"])
     # The expert judges the sample itself, shown on the list (escaped).
     from django.utils.html import escape
 
@@ -314,6 +316,49 @@ def test_label_errors_are_listed_for_review_not_queued(mislabelled):
     pm = client(crew, "product_manager").get(url).content.decode()
     assert "Settle as" not in pm
     assert client(crew, "outsider").get(url).status_code == 404
+
+
+def test_label_errors_are_counted_and_paged_and_settling_returns_to_the_page(
+    mislabelled, monkeypatch
+):
+    from labelling.models import Adjudication
+    from monitoring import views
+
+    crew = mislabelled
+    monkeypatch.setattr(views, "LABEL_ERRORS_PER_PAGE", 3)
+    url = f"/projects/{crew.project.pk}/queue/label-errors/"
+    owner = client(crew, "owner")
+    first = owner.get(url)
+    total = first.context["total"]
+    assert total > 6, total
+    pages = -(-total // 3)
+    html = first.content.decode()
+    assert f"{total} suspected label errors</strong>, 1–3 on this page" in html
+    assert f"Page 1 of {pages}" in html and 'href="?page=2"' in html
+    second = owner.get(url, {"page": 2})
+    rows = second.context["suspects"]
+    everyone = list(first.context["page"].paginator.object_list)
+    assert [s.sample.pk for s in rows] == [s.sample.pk for s in everyone[3:6]]
+    assert f"{total} suspected label errors</strong>, 4–6 on this page" in second.content.decode()
+    assert 'name="page" value="2"' in second.content.decode()
+    # A page that is no number shows the first; one past the end, the last.
+    assert owner.get(url, {"page": "x"}).context["page"].number == 1
+    assert owner.get(url, {"page": 999}).context["page"].number == pages
+    # Settling a suspect on page 2 comes back to page 2, one suspect fewer.
+    target = rows[0]
+    adjudicate = f"/projects/{crew.project.pk}/review/{target.sample.pk}/adjudicate/"
+    answer = {"label": crew.classes[target.suggested].pk, "review": "label_error", "page": "2"}
+    settled = owner.post(adjudicate, answer)
+    assert settled.status_code == 302 and settled["Location"] == f"{url}?page=2"
+    assert Adjudication.objects.filter(sample=target.sample).exists()
+    back = owner.get(settled["Location"])
+    assert back.context["total"] == total - 1
+    assert target.sample.pk not in {s.sample.pk for s in back.context["suspects"]}
+    # Anything but a page number is not carried into the redirect.
+    target = back.context["suspects"][0]
+    adjudicate = f"/projects/{crew.project.pk}/review/{target.sample.pk}/adjudicate/"
+    answer = {**answer, "label": crew.classes[target.suggested].pk, "page": "//evil.example"}
+    assert owner.post(adjudicate, answer)["Location"] == url
 
 
 def test_the_api_lists_label_errors_and_refuses_the_labeller_settling_one(mislabelled):
