@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from labelling.permissions import get_project_for_user
+from leanml_site import textfiles
 from leanml_site.roles import Capability, role_can
 from ml.surfacing import DEFAULT_MIX, STRATEGIES
 
@@ -85,8 +86,13 @@ def prediction_upload(request, project_pk):
         fmt = UPLOAD_FORMATS.get(suffix)
         try:
             if fmt is None:
+                # A binary file is said to be one, whatever its name.
+                kind = textfiles.binary_kind(upload.read(textfiles.HEAD_BYTES))
                 raise IngestError(
-                    f"Cannot tell the format of “{upload.name}”: name it .csv, .jsonl or .json.",
+                    textfiles.not_text_message(upload.name, kind)
+                    if kind
+                    else f"Cannot tell the format of “{upload.name}”: name it .csv, .jsonl or "
+                    ".json.",
                     field="file",
                 )
             if upload.size > MAX_BODY_BYTES:
@@ -95,7 +101,13 @@ def prediction_upload(request, project_pk):
                     field="file",
                 )
             with cycle_collector_paused():
-                frame = read_body(upload.read(), fmt, csv_text_columns=CSV_TEXT_COLUMNS)
+                frame = read_body(
+                    upload.read(),
+                    fmt,
+                    csv_text_columns=CSV_TEXT_COLUMNS,
+                    name=upload.name,
+                    field="file",
+                )
                 result = prediction_logs_ingest(project=project, frame=frame, fmt=fmt)
         except IngestError as exc:
             error = exc

@@ -66,7 +66,9 @@ def import_list(request, project_pk):
             )
             # A failed job's page says what is wrong and where; no banner needed.
             if job.state == ImportJob.State.SUCCEEDED:
-                messages.success(request, job.message)
+                # Imported, but with something to look at (a label-like column).
+                notify = messages.warning if job.counts.get("warnings") else messages.success
+                notify(request, job.message)
             return redirect(job)
     jobs = ImportJob.objects.filter(project=project).select_related("created_by")[:50]
     return render(

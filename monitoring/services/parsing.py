@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 import orjson
 import pandas as pd
 
+from leanml_site import textfiles
+
 MAX_ROWS = 100_000
 # A body this large is refused before it is read: 100,000 rows of a few
 # kilobytes each fit with room to spare.
@@ -158,13 +160,34 @@ def too_many(rows):
     )
 
 
+def not_text(body: bytes, name="The body", field="body"):
+    """An IngestError saying why ``body`` is no UTF-8 text (a binary file, or
+    the first byte that is not UTF-8), or None. The same check as imports'
+    (``leanml_site.textfiles``)."""
+    problem = textfiles.body_problem(body, name)
+    return None if problem is None else IngestError(problem, field=field)
+
+
 def read_body(
-    body: bytes, fmt, *, csv_text_columns=(), max_rows=MAX_ROWS, row_offset=0
+    body: bytes,
+    fmt,
+    *,
+    csv_text_columns=(),
+    max_rows=MAX_ROWS,
+    row_offset=0,
+    name="The body",
+    field="body",
 ) -> pd.DataFrame:
     """A frame of the body's rows (index 0..n-1); JSON rows must be objects.
-    ``row_offset``: rows before these (a file's earlier chunks), for messages."""
+    ``row_offset``: rows before these (a file's earlier chunks), for messages;
+    ``name`` and ``field``: what messages call the body (an uploaded file's
+    name and "file")."""
+    kind = textfiles.binary_kind(body[: textfiles.HEAD_BYTES])
+    if kind is not None:
+        # Before any parser: a binary file is no CSV "column" and no codec error.
+        raise IngestError(textfiles.not_text_message(name, kind), field=field)
     if fmt == "csv":
-        return _read_csv(body, csv_text_columns, max_rows)
+        return _read_csv(body, csv_text_columns, max_rows, name, field)
     if fmt == "jsonl":
         lines = body.splitlines()
         # A trailing newline (or blank lines) is not a row; row numbers
@@ -175,13 +198,15 @@ def read_body(
         try:
             records, finite = _loads(b"[" + b",".join(lines) + b"]")
         except ValueError:
+            if error := not_text(body, name, field):
+                raise error from None
             _raise_bad_json_line(lines, row_offset)
     else:
         try:
             records, finite = _loads(body)
         except ValueError as exc:
-            raise IngestError(
-                f"The body is not valid JSON: {exc}.", field="body", status=400
+            raise not_text(body, name, field) or IngestError(
+                f"{name} is not valid JSON: {exc}.", field=field, status=400
             ) from None
         if not isinstance(records, list):
             raise IngestError(
@@ -242,7 +267,7 @@ def _raise_bad_json_line(lines, row_offset):
     raise IngestError("The body is not valid JSON Lines.", field="body")  # pragma: no cover
 
 
-def _read_csv(body, text_columns, max_rows):
+def _read_csv(body, text_columns, max_rows, name, field):
     try:
         frame = pd.read_csv(
             io.BytesIO(body),
@@ -254,9 +279,13 @@ def _read_csv(body, text_columns, max_rows):
             na_values=[""],
         )
     except pd.errors.EmptyDataError:
-        raise IngestError("The CSV body is empty.", field="body") from None
+        raise IngestError(
+            f"{name} is empty: expected a CSV header row and data rows.", field=field
+        ) from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise IngestError(f"The CSV body cannot be read: {exc}", field="body") from None
+        raise not_text(body, name, field) or IngestError(
+            f"{name} cannot be read as CSV: {exc}", field=field
+        ) from None
     if len(frame) > max_rows:
         raise too_many(len(frame))
     if frame.empty:

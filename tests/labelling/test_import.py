@@ -328,6 +328,9 @@ def test_each_database_takes_its_own_write_path(team, monkeypatch, vendor_path):
 # --- Bad input: a clear location, and nothing written ------------------------------
 
 
+# The start of a real PNG image: what the QA walk-through imported as "notcsv.csv".
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000300000003008060000005702f987")
+
 BAD_INPUTS = [
     pytest.param(
         "a.csv", "ref,text\n1,x\n", {}, None, "id", None,
@@ -358,7 +361,8 @@ BAD_INPUTS = [
     ),
     pytest.param(
         "a.csv", b"id,text\n1,x\n2,caf\xe9\n", {}, 2, "text", "\\xe9",
-        "byte 0xe9 at byte offset 17 (line 3) is not valid UTF-8", id="bad-encoding",
+        "a.csv is not UTF-8 text: byte 0xe9 at line 3, row 2 (spreadsheet row 3), "
+        "column “text”, byte offset 17.", id="bad-encoding",
     ),
     pytest.param(
         "a.csv", "id,text,text\n1,x,y\n", {}, None, "text", None, "appears twice",
@@ -384,7 +388,37 @@ BAD_INPUTS = [
     ),
     pytest.param(
         "a.jsonl", b'{"id": 1, "text": "x"}\n{"id": 2, "text": "\xff"}\n', {}, 2, None, "\\xff",
-        "is not valid UTF-8", id="jsonl-bad-encoding",
+        "a.jsonl is not UTF-8 text: byte 0xff at line 2, byte offset 42.",
+        id="jsonl-bad-encoding",
+    ),
+    pytest.param(
+        "a.csv", b"id,t\xe9xt\n1,x\n", {}, None, None, "\\xe9",
+        "a.csv is not UTF-8 text: byte 0xe9 at line 1, byte offset 4.", id="bad-encoding-header",
+    ),
+    pytest.param(
+        "notcsv.csv", PNG, {}, None, None, None,
+        "notcsv.csv is not a text file (CSV, JSON or JSONL): it starts with bytes of a binary "
+        "file (a PNG image).", id="png-named-csv",
+    ),
+    pytest.param(
+        "notjson.json", PNG, {}, None, None, None,
+        "notjson.json is not a text file (CSV, JSON or JSONL): it starts with bytes of a "
+        "binary file (a PNG image).", id="png-named-json",
+    ),
+    pytest.param(
+        "binary.png", PNG, {}, None, None, None,
+        "binary.png is not a text file (CSV, JSON or JSONL): it starts with bytes of a binary "
+        "file (a PNG image).", id="png-unknown-format",
+    ),
+    pytest.param(
+        "book.xlsx", b"PK\x03\x04" + bytes(60), {}, None, None, None,
+        "book.xlsx is not a text file (CSV, JSON or JSONL): it starts with bytes of a binary "
+        "file (a ZIP archive, such as an Excel .xlsx workbook).", id="xlsx-unknown-format",
+    ),
+    pytest.param(
+        "nul.jsonl", b'{"id": 1, "text": "x\x00"}\n', {}, None, None, None,
+        "nul.jsonl is not a text file (CSV, JSON or JSONL): it starts with bytes of a binary "
+        "file (NUL bytes, which text never holds).", id="nul-bytes",
     ),
     pytest.param(
         "a.xlsx", "id,text\n1,x\n", {}, None, None, None, "can't tell the format",
@@ -644,6 +678,75 @@ def test_import_path_runs_in_process(team, tmp_path):
     assert job.state == "succeeded", job.error
     assert job.original_name == "rows.csv"
     assert Sample.objects.filter(project=team.project).count() == 2
+
+
+# --- Columns that look like labels ------------------------------------------------
+
+
+def test_a_label_column_left_unchosen_is_imported_as_data_with_a_warning(team):
+    job = run(team, "reviews.csv", "id,text,label\n1,x,great\n2,y,\n3,z,other\n")
+
+    assert job.state == ImportJob.State.SUCCEEDED, job.error
+    assert job.counts["labels"] == 0
+    assert samples(team.project)["1"].data == {"text": "x", "label": "great"}
+    assert job.counts["label_like"] == ["label"]
+    assert job.counts["warnings"] == [
+        "Column “label” looks like labels (all 2 values are classes of this project) but was "
+        "imported as sample data; choose it as the label column to import labels."
+    ]
+    assert "Warning: “label” imported as sample data, not as labels" in job.message
+
+
+def test_any_column_of_class_names_is_warned_about_and_a_label_named_one_always(team):
+    job = run(
+        team,
+        "reviews.jsonl",
+        '{"id": 1, "text": "x", "verdict": "great", "label": "meh"}\n'
+        '{"id": 2, "text": "y", "verdict": " other ", "label": "great", "stars": 5}\n',
+    )
+
+    assert job.state == ImportJob.State.SUCCEEDED, job.error
+    assert job.counts["label_like"] == ["label", "verdict"]
+    assert "“meh” is not" in job.counts["warnings"][0]
+    assert job.counts["warnings"][0].startswith("Column “label” is named like a label column")
+    assert job.counts["warnings"][1].startswith("Column “verdict” looks like labels (all 2 ")
+
+
+@pytest.mark.parametrize(
+    ("content", "options"),
+    [
+        pytest.param("id,text,label\n1,x,great\n", {"label_column": "label"}, id="chosen"),
+        pytest.param("id,text,tag\n1,great,x\n2,other,\n", {}, id="text-of-class-names"),
+        pytest.param("id,text,tag\n1,x,great\n2,y,meh\n", {}, id="not-all-classes"),
+        pytest.param("id,text,label\n1,x,\n", {}, id="label-column-empty"),
+    ],
+)
+def test_no_warning_when_nothing_looks_like_unimported_labels(team, content, options):
+    job = run(team, "reviews.csv", content, **options)
+
+    assert job.state == ImportJob.State.SUCCEEDED, job.error
+    assert "warnings" not in job.counts
+    assert "Warning" not in job.message
+
+
+def test_label_studio_files_are_not_warned_about(team):
+    tasks = [{"id": 1, "data": {"text": "x", "label": "great"}}]
+    job = run(team, "ls.json", json.dumps(tasks))
+
+    assert job.state == ImportJob.State.SUCCEEDED, job.error
+    assert job.format == ImportJob.Format.LABEL_STUDIO
+    assert "warnings" not in job.counts
+
+
+def test_management_command_prints_the_warning(team, tmp_path, capsys):
+    path = tmp_path / "rows.csv"
+    path.write_text("id,text,label\n1,x,great\n")
+
+    call_command("import_samples", str(team.project.pk), str(path), "--user", "owner")
+
+    out = capsys.readouterr().out
+    assert "Warning: Column “label” looks like labels" in out
+    assert "warnings:" not in out
 
 
 def test_management_command_prints_counts(team, tmp_path, capsys):

@@ -115,6 +115,42 @@ def test_a_bad_file_shows_row_column_and_value_and_imports_nothing(team):
     assert not Sample.objects.exists()
 
 
+def test_a_label_column_left_blank_is_warned_about_on_the_page_escaped(team):
+    response = post(team.client("owner"), team, "id,text,<i>label</i>,label\n1,x,great,great\n")
+
+    job = ImportJob.objects.get()
+    assert job.state == "succeeded"
+    page = team.client("owner").get(response["Location"]).content.decode()
+    assert 'class="msg-warning"' in page  # the redirect's banner is a warning too
+    assert (
+        "Column “label” looks like labels (its one value is a class of this project) but was "
+        "imported as sample data; choose it as the label column to import labels." in page
+    )
+    assert "Column “&lt;i&gt;label&lt;/i&gt;” looks like labels" in page
+    assert "<i>label</i>" not in page
+
+
+def test_a_binary_file_is_named_as_such_and_its_format_not_guessed(team):
+    png = bytes.fromhex("89504e470d0a1a0a0000000d49484452")
+    client = team.client("owner")
+    for name in ("binary.png", "notcsv.csv"):
+        data = {"file": SimpleUploadedFile(name, png), "policy": "skip", "id_column": "id"}
+        response = client.post(url(team), data)
+        job = ImportJob.objects.get(original_name=name)
+        page = client.get(response["Location"]).content.decode()
+        assert (
+            f"{name} is not a text file (CSV, JSON or JSONL): it starts with bytes of a binary "
+            "file (a PNG image)." in page
+        )
+        assert "columns are" not in page
+    refused = ImportJob.objects.get(original_name="binary.png")
+    page = client.get(refused.get_absolute_url()).content.decode()
+    header = page.split("</h1>")[1].split("</p>")[0]
+    assert header.startswith('\n<p class="muted">Skip samples whose id exists'), header
+    assert "CSV" not in header  # never read as anything
+    assert job.started_at is not None  # notcsv.csv was read as the CSV its name says
+
+
 def test_a_form_without_a_file_is_shown_again(team):
     response = team.client("owner").post(url(team), {"policy": "skip", "id_column": "id"})
     assert response.status_code == 200

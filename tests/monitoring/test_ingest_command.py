@@ -66,6 +66,35 @@ def test_a_bad_json_line_is_named_by_its_line_in_the_file(team, versions, tmp_pa
     assert PredictionLog.objects.count() == 4
 
 
+def test_a_binary_file_is_refused_before_reading(team, versions, tmp_path):
+    path = tmp_path / "logs.csv"
+    path.write_bytes(b"PK\x03\x04" + bytes(100))
+    with pytest.raises(CommandError) as caught:
+        call_command("ingest_predictions", team.project.pk, path, stdout=io.StringIO())
+    assert str(caught.value) == (
+        "logs.csv is not a text file (CSV, JSON or JSONL): it starts with bytes of a binary "
+        "file (a ZIP archive, such as an Excel .xlsx workbook)."
+    )
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_byte_that_is_not_utf8_is_named_by_its_line_in_the_file(team, versions, tmp_path, suffix):
+    if suffix == ".csv":
+        path = _csv(tmp_path / "logs.csv", 7)
+        lines = path.read_bytes().splitlines(keepends=True)
+    else:
+        path = tmp_path / "logs.jsonl"
+        lines = [json.dumps(log_row(i)).encode() + b"\n" for i in range(7)]
+    lines[6] = lines[6].replace(b"e", b"\xe9", 1)  # line 7 of the file
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(CommandError) as caught:
+        call_command(
+            "ingest_predictions", team.project.pk, path, chunk_rows=4, stdout=io.StringIO()
+        )
+    assert f"logs{suffix} is not UTF-8 text: byte 0xe9 at line 7," in str(caught.value)
+    assert "codec" not in str(caught.value)
+
+
 def test_an_unknown_project_is_named(tmp_path, db):
     path = _csv(tmp_path / "logs.csv", 1)
     with pytest.raises(CommandError, match="No project with id 999"):

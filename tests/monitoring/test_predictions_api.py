@@ -176,6 +176,26 @@ def test_a_bad_json_line_is_named_by_its_row(team, versions, key_client):
     assert "not valid JSON" in body["errors"][0]["message"]
 
 
+@pytest.mark.parametrize(
+    ("content_type", "body", "message"),
+    [
+        ("text/csv", b"\x89PNG\r\n\x1a\n\x00\x00",
+         "The body is not a text file (CSV, JSON or JSONL): it starts with bytes of a binary "
+         "file (a PNG image)."),
+        ("application/json", b'[{"request_id": "caf\xe9"}]',
+         "The body is not UTF-8 text: byte 0xe9 at line 1, byte offset 20."),
+        ("application/x-ndjson", b'{"request_id": "a"}\n{"request_id": "\xe9"}\n',
+         "The body is not UTF-8 text: byte 0xe9 at line 2, byte offset 36."),
+    ],
+)  # fmt: skip
+def test_a_body_that_is_not_utf8_text_is_refused_saying_so(
+    team, versions, key_client, content_type, body, message
+):
+    refused = _refused(team, key_client("ingest"), body, content_type)
+    assert refused["field"] == "body"
+    assert refused["message"].startswith(message), refused["message"]
+
+
 def test_a_csv_without_a_class_probability_column_is_refused(team, versions, key_client):
     text = (
         "request_id,timestamp,model_version,predicted,p_great\nx,2026-03-01T00:00:00Z,1,great,1\n"

@@ -12,7 +12,8 @@ HEADER = "request_id,timestamp,model_version,predicted,p_great,p_other,review\n"
 
 def _upload(client, team, name, text):
     url = f"/projects/{team.project.pk}/predictions/upload/"
-    return client.post(url, {"file": SimpleUploadedFile(name, text.encode())})
+    content = text if isinstance(text, bytes) else text.encode()
+    return client.post(url, {"file": SimpleUploadedFile(name, content)})
 
 
 def test_a_data_scientist_uploads_a_csv_and_a_second_upload_changes_nothing(team, versions):
@@ -46,6 +47,40 @@ def test_an_unknown_file_type_is_refused(team, versions):
     response = _upload(team.client("owner"), team, "logs.xlsx", "x")
     assert response.status_code == 400
     assert "name it .csv, .jsonl or .json" in response.content.decode()
+
+
+PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000300000003008060000005702f987")
+
+
+@pytest.mark.parametrize("name", ["notcsv.csv", "logs.jsonl", "logs.json", "binary.png"])
+def test_a_binary_file_is_named_as_such_not_as_a_codec_error(team, versions, name):
+    response = _upload(team.client("owner"), team, name, PNG)
+    assert response.status_code == 400
+    assert response.context["error"].message == (
+        f"{name} is not a text file (CSV, JSON or JSONL): it starts with bytes of a binary "
+        "file (a PNG image)."
+    )
+    assert response.context["error"].field == "file"
+    assert "codec" not in response.content.decode()
+    assert not PredictionLog.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "where"),
+    [
+        ("logs.csv", (HEADER + "a,2026-03-01T00:00:00Z,1,great,0.9,0.1,caf\xe9\n").encode("latin-1"),
+         "byte 0xe9 at line 2, byte offset 110"),
+        ("logs.json", b'[{"request_id": "a", "review": "\x89"}]', "byte 0x89 at line 1"),
+        ("logs.jsonl", b'{"request_id": "a"}\n\n{"review": "\xff"}\n', "byte 0xff at line 3"),
+    ],
+)  # fmt: skip
+def test_text_that_is_not_utf8_is_located(team, versions, name, content, where):
+    response = _upload(team.client("owner"), team, name, content)
+    assert response.status_code == 400
+    message = response.context["error"].message
+    assert message.startswith(f"{name} is not UTF-8 text: {where}"), message
+    assert "codec" not in message
+    assert not PredictionLog.objects.exists()
 
 
 @pytest.mark.parametrize("who", ["expert", "product_manager"])

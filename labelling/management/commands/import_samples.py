@@ -50,4 +50,7 @@ class Command(BaseCommand):
             raise CommandError(job.error["message"] if job.error else job.message)
         self.stdout.write(job.message)
         for key, value in job.counts.items():
-            self.stdout.write(f"{key}: {value}")
+            if key != "warnings":
+                self.stdout.write(f"{key}: {value}")
+        for warning in job.counts.get("warnings", ()):
+            self.stdout.write(self.style.WARNING(f"Warning: {warning}"))

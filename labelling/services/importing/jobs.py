@@ -15,11 +15,27 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from leanml_site import textfiles
 from leanml_site.audit import audit_record
 
 from ...models import ImportJob, LabelClass, Project, Sample
-from .preparing import Plan, PostgresStage, Spool, check_columns, infer_fields, prepare
-from .reading import ImportFileError, Options, csv_header, detect_format, shorten
+from .preparing import (
+    Plan,
+    PostgresStage,
+    Spool,
+    check_columns,
+    infer_fields,
+    label_like_warnings,
+    prepare,
+)
+from .reading import (
+    ImportFileError,
+    Options,
+    check_text,
+    csv_header,
+    detect_format,
+    shorten,
+)
 from .writing import (
     analyze_tables,
     project_fields_set,
@@ -83,6 +99,9 @@ def _summary(counts):
     text = f"Imported {counts['rows']:,} rows: {', '.join(parts)}."
     if counts["duplicates"]:
         text += f" {counts['duplicates']:,} exact duplicates found — review and merge."
+    if counts.get("label_like"):
+        names = ", ".join(f"“{shorten(name, 40)}”" for name in counts["label_like"])
+        text += f" Warning: {names} imported as sample data, not as labels (see the job)."
     return shorten(text, 255)
 
 
@@ -118,6 +137,7 @@ def _import(job, path, report):
         classes=dict(LabelClass.objects.filter(project=project).values_list("name", "id")),
         fresh=not Sample.objects.filter(project=project).exists(),
     )
+    check_text(path, options)
     if options.fmt == ImportJob.Format.CSV:
         check_columns(csv_header(path, options), options, plan)
     if not project.fields:
@@ -163,6 +183,9 @@ def _import(job, path, report):
                     "queued": written["queued"],
                     "duplicates": plan.duplicates,
                 }
+                if warnings := label_like_warnings(plan):
+                    counts["label_like"] = [name for name, _ in warnings]
+                    counts["warnings"] = [text for _, text in warnings]
                 audit_record(
                     actor=job.created_by,
                     project=project,
@@ -315,19 +338,25 @@ def _new_job(*, project, by, name, fmt, policy, id_column, label_column):
         id_column=(id_column or "id").strip(),
         label_column=(label_column or "").strip(),
     )
-    problem = None
-    if fmt is None:
-        problem = (
-            f"can't tell the format from the file name “{job.original_name}”: "
-            "use .csv, .json or .jsonl, or choose the format."
-        )
-    return job, problem
+    return job, fmt is None
 
 
-def _refuse(job, problem):
+def _unknown_format(job, head):
+    """Why a file whose format the name does not tell is refused: a binary
+    file is said to be one (its name may well end .png or .xlsx)."""
+    kind = textfiles.binary_kind(head)
+    if kind is not None:
+        return textfiles.not_text_message(job.original_name, kind)
+    return (
+        f"{job.original_name}: can't tell the format from the file name "
+        f"“{job.original_name}”: use .csv, .json or .jsonl, or choose the format."
+    )
+
+
+def _refuse(job, message):
     job.state = ImportJob.State.FAILED
     job.error = {
-        "message": f"{job.original_name}: {problem}",
+        "message": message,
         "row": None,
         "column": None,
         "value": None,
@@ -346,11 +375,12 @@ def _refuse(job, problem):
     return job
 
 
-def _too_big(size):
+def _too_big(job, size):
     limit = settings.LEANML_MAX_UPLOAD_MB
     if size > limit * 1024 * 1024:
         return (
-            f"the file is {size / 2**20:,.1f} MB; the upload limit is {limit:,} MB "
+            f"{job.original_name}: the file is {size / 2**20:,.1f} MB; the upload limit is "
+            f"{limit:,} MB "
             "(LEANML_MAX_UPLOAD_MB). Split it, or import it on the server with "
             "manage.py import_samples."
         )
@@ -367,7 +397,7 @@ def import_job_create(
     upload limit, or of an unknown format, becomes a failed job at once
     (nothing stored, nothing read). Bad arguments raise ValueError.
     """
-    job, problem = _new_job(
+    job, unknown_format = _new_job(
         project=project,
         by=by,
         name=uploaded_file.name,
@@ -376,7 +406,11 @@ def import_job_create(
         id_column=id_column,
         label_column=label_column,
     )
-    problem = _too_big(uploaded_file.size) or problem
+    problem = _too_big(job, uploaded_file.size)
+    if problem is None and unknown_format:
+        uploaded_file.seek(0)
+        problem = _unknown_format(job, uploaded_file.read(textfiles.HEAD_BYTES))
+        uploaded_file.seek(0)
     if problem:
         return _refuse(job, problem)
     job.file.save(job.original_name, uploaded_file, save=False)
@@ -418,7 +452,7 @@ def import_path(
     """Import a file already on this machine, in this process (for scripts and
     ``manage.py import_samples``); recorded as a job like an upload."""
     path = Path(path)
-    job, problem = _new_job(
+    job, unknown_format = _new_job(
         project=project,
         by=by,
         name=path.name,
@@ -428,8 +462,11 @@ def import_path(
         label_column=label_column,
     )
     if not path.is_file():
-        return _refuse(job, f"there is no file at {path}.")
-    problem = _too_big(path.stat().st_size) or problem
+        return _refuse(job, f"{job.original_name}: there is no file at {path}.")
+    problem = _too_big(job, path.stat().st_size)
+    if problem is None and unknown_format:
+        with path.open("rb") as handle:
+            problem = _unknown_format(job, handle.read(textfiles.HEAD_BYTES))
     if problem:
         return _refuse(job, problem)
     job.save()

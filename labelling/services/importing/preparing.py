@@ -161,6 +161,9 @@ class Plan:
     duplicates: int = 0
     seen_ids: dict = field(default_factory=dict)  # external id -> row
     seen_hashes: set = field(default_factory=set)
+    # With no label column chosen: column -> [values seen, first value that
+    # is no class of the project (None while every value is one)].
+    label_like: dict = field(default_factory=dict)
 
 
 def infer_fields(path, options, progress):
@@ -204,6 +207,81 @@ def check_columns(columns, options, plan):
         )
 
 
+# Column names people give labels; such a column imported as sample data is
+# worth a warning whatever its values.
+LABEL_NAMES = {"label", "labels"}
+
+
+def _named_like_labels(name):
+    return isinstance(name, str) and name.strip().lower() in LABEL_NAMES
+
+
+def _watch_label_like(data_columns, options, plan):
+    """With no label column chosen, follow the columns that may hold labels:
+    one named like labels, or one whose every value is a class of the
+    project. Stops looking at a column at its first value that is no class,
+    so a column of free text costs one value per chunk."""
+    if options.frame_label or options.fmt == ImportJob.Format.LABEL_STUDIO:
+        return
+    classes = plan.classes
+    for name, _key, _string, _convert, values in data_columns:
+        if name == plan.text_field:
+            continue
+        seen = plan.label_like.setdefault(name, [0, None])
+        if seen[1] is not None:
+            continue
+        count = 0
+        for value in values:
+            if value.__class__ is str:
+                value = value.strip()
+                if not value:
+                    continue
+            elif _missing(value):
+                continue
+            elif isinstance(value, bool) or not isinstance(value, int | float):
+                seen[1] = value
+                break
+            else:
+                value = _text(value)
+            if value not in classes:
+                seen[1] = value
+                break
+            count += 1
+        seen[0] += count
+
+
+def label_like_warnings(plan):
+    """(column, warning) for the columns _watch_label_like found, by name."""
+    warnings = []
+    for name, (count, other) in plan.label_like.items():
+        shown = shorten(str(name), 80)
+        if other is None and count:
+            warnings.append(
+                (
+                    name,
+                    f"Column “{shown}” looks like labels ("
+                    + (
+                        "its one value is a class of this project"
+                        if count == 1
+                        else f"all {count:,} values are classes of this project"
+                    )
+                    + ") but was imported as sample data; choose it as the label column to "
+                    "import labels.",
+                ),
+            )
+        elif _named_like_labels(name) and (count or other is not None):
+            warnings.append(
+                (
+                    name,
+                    f"Column “{shown}” is named like a label column but was imported as sample "
+                    f"data: no label column was chosen. Not all its values are classes of this "
+                    f"project (“{shorten(str(other), 80)}” is not); to import labels, choose it "
+                    "as the label column once they are.",
+                ),
+            )
+    return warnings
+
+
 def _prepare_chunk(start, frame, options, plan):
     """Validate one chunk; returns [(row, external id, data, label id, JSON text)]."""
     n = len(frame)
@@ -231,6 +309,7 @@ def _prepare_chunk(start, frame, options, plan):
         for name in sorted(columns)
         if name not in (options.frame_id, options.frame_label)
     ]
+    _watch_label_like(data_columns, options, plan)
     rows = []
     for i in range(n):
         row = start + i + 1

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from leanml_site import textfiles
+
 from ...models import ImportJob
 
 CHUNK_ROWS = 50_000  # rows pandas hands over at a time: bounded memory per chunk
@@ -33,10 +35,15 @@ _TASK_LABEL = "\x00task label"
 
 class ImportFileError(Exception):
     """Why a file cannot be imported, and where: ``file``, 1-based data ``row``,
-    ``column`` and ``value`` (each None when it does not apply)."""
+    ``column`` and ``value`` (each None when it does not apply). A ``named``
+    problem is a whole sentence that names the file (and the row and column)
+    itself."""
 
-    def __init__(self, problem, *, file="", row=None, column=None, value=None, csv_rows=False):
+    def __init__(
+        self, problem, *, file="", row=None, column=None, value=None, csv_rows=False, named=False
+    ):
         self.problem = problem
+        self.named = named
         self.file = file
         self.row = row
         self.column = column
@@ -46,15 +53,10 @@ class ImportFileError(Exception):
 
     @property
     def message(self):
+        if self.named:
+            return self.problem
         where = [self.file] if self.file else []
-        if self.row is not None:
-            where.append(
-                f"row {self.row} (spreadsheet row {self.row + 1})"
-                if self.csv_rows
-                else f"row {self.row}"
-            )
-        if self.column is not None:
-            where.append(f"column “{self.column}”")
+        where += place(self.row, self.column, csv_rows=self.csv_rows)
         return f"{', '.join(where)}: {self.problem}" if where else self.problem
 
     def as_dict(self):
@@ -65,6 +67,16 @@ class ImportFileError(Exception):
             "value": self.value,
             "file": self.file,
         }
+
+
+def place(row, column, *, csv_rows=False):
+    """["row 3 (spreadsheet row 4)", "column “text”"], the parts that apply."""
+    parts = []
+    if row is not None:
+        parts.append(f"row {row} (spreadsheet row {row + 1})" if csv_rows else f"row {row}")
+    if column is not None:
+        parts.append(f"column “{column}”")
+    return parts
 
 
 def shorten(text, limit):
@@ -101,53 +113,49 @@ class Options:
             **where,
         )
 
-
-def _bad_utf8(path):
-    """(byte offset, line, bad bytes) of the first byte that is not UTF-8, or None."""
-    offset, line, carry = 0, 1, b""
-    with open(path, "rb") as handle:
-        while True:
-            block = handle.read(1 << 20)
-            data = carry + block
-            if not data:
-                return None
-            try:
-                data.decode("utf-8")
-                carry = b""
-            except UnicodeDecodeError as exc:
-                if block and exc.end == len(data) and exc.reason == "unexpected end of data":
-                    # A character cut in two by the block boundary: read on.
-                    good, carry = data[: exc.start], data[exc.start :]
-                    offset, line = offset + len(good), line + good.count(b"\n")
-                    continue
-                return (
-                    offset + exc.start,
-                    line + data[: exc.start].count(b"\n"),
-                    data[exc.start : exc.end],
-                )
-            if not block:
-                return None
-            offset, line = offset + len(data), line + data.count(b"\n")
+    def where(self, *, row=None, column=None):
+        column = self.names.get(column, column)
+        return ", ".join(place(row, column, csv_rows=self.fmt == ImportJob.Format.CSV))
 
 
 def _encoding_error(path, options):
-    found = _bad_utf8(path)
+    """The file's first byte that is not UTF-8, with its row and column where
+    they can be told; None when the file is UTF-8 text."""
+    found = textfiles.first_bad_utf8(textfiles.file_blocks(path))
     if found is None:
         return None
-    offset, line, bad = found
+    _offset, line, bad = found
     row = column = None
     if options.fmt == ImportJob.Format.CSV:
         row, column = _csv_replacement_at(path)
     elif options.fmt == ImportJob.Format.JSONL:
         row = line
+    # A JSON Lines row is its line, which the message names already.
+    where = options.where(row=row, column=column) if options.fmt == ImportJob.Format.CSV else ""
+    with open(path, "rb") as handle:
+        encoding = textfiles.other_encoding(handle.read(4))
     return options.error(
-        f"the file is not UTF-8 text: byte 0x{bad.hex()} at byte offset {offset} (line "
-        f"{line}) is not valid UTF-8. Save the file as UTF-8 (in Excel: “CSV UTF-8”) "
-        "and import it again.",
+        textfiles.not_utf8_message(options.file, found, where=where, encoding=encoding),
+        named=True,
         row=row,
         column=column,
         value="\\x" + "\\x".join(f"{b:02x}" for b in bad),
     )
+
+
+def check_text(path, options):
+    """Refuse a file that is no UTF-8 text before any parser reads it: a
+    binary file's bytes would otherwise turn into a "column" name or a codec
+    error. Looks at the first bytes only; a bad byte further on is found (with
+    its row) when the rows are read."""
+    with open(path, "rb") as handle:
+        head = handle.read(textfiles.HEAD_BYTES)
+    kind = textfiles.binary_kind(head)
+    if kind is not None:
+        raise options.error(textfiles.not_text_message(options.file, kind), named=True)
+    problem = textfiles.head_problem(head, options.file)
+    if problem is not None:
+        raise _encoding_error(path, options) or options.error(problem, named=True)
 
 
 def _csv_replacement_at(path):

@@ -18,6 +18,7 @@ import pandas as pd
 from django.core.management.base import BaseCommand, CommandError
 
 from labelling.models import Project
+from leanml_site import textfiles
 from monitoring.services.parsing import (
     MAX_ROWS,
     IngestError,
@@ -50,6 +51,10 @@ class Command(BaseCommand):
             raise CommandError(f"Cannot tell the format of {file.name}: pass --format.")
         if not 0 < chunk_rows <= MAX_ROWS:
             raise CommandError(f"--chunk-rows must be between 1 and {MAX_ROWS:,}.")
+        with file.open("rb") as handle:
+            kind = textfiles.binary_kind(handle.read(textfiles.HEAD_BYTES))
+        if kind is not None:
+            raise CommandError(textfiles.not_text_message(file.name, kind))
         started = time.perf_counter()
         totals = {"stored": 0, "already_stored": 0}
         offset = 0
@@ -68,11 +73,15 @@ class Command(BaseCommand):
                         f"({time.perf_counter() - started:.1f} s)"
                     )
         except IngestError as error:
-            lines = [f"Rows {offset + 1:,} onwards were not stored: {error.message}"]
-            lines += [
-                f"  row {e['row']}, {e['field']}: {e['message']} (value: {e['value']})"
-                for e in error.errors
-            ]
+            # A chunk's parser only sees its own lines: where the file stops
+            # being UTF-8 text is told from the whole file.
+            not_text = textfiles.path_problem(file, file.name)
+            lines = [f"Rows {offset + 1:,} onwards were not stored: {not_text or error.message}"]
+            if not not_text:
+                lines += [
+                    f"  row {e['row']}, {e['field']}: {e['message']} (value: {e['value']})"
+                    for e in error.errors
+                ]
             if offset:
                 lines.append(
                     f"The first {offset:,} rows are stored; fix the file and run the command "
