@@ -1,5 +1,6 @@
-"""Template filters for untrusted sample text."""
+"""Template filters for untrusted sample text and audit records."""
 
+import json
 import re
 
 from django import template
@@ -22,3 +23,35 @@ def sample_text(value):
     if value is None:
         return ""
     return mark_safe(_ESCAPED_BR.sub("<br>", escape(str(value))))  # noqa: S308 - escaped above
+
+
+# An audit value longer than this is shown shortened, the whole of it one
+# click away (a <details> element).
+AUDIT_VALUE_CHARS = 120
+
+
+def _audit_text(value):
+    """A recorded value as people read it: text as it is, anything else as JSON
+    (true, null, [1, 2]; never Python's True, None or {'a': 1})."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+@register.filter(name="audit_items")
+def audit_items(value):
+    """An audit record's before or after as [{key, text, short}]: one item per
+    key of an object (key None for any other value); ``short`` is the text
+    shortened to AUDIT_VALUE_CHARS, or None when it is short already. The
+    template escapes all of it."""
+    if value is None or value == {}:
+        return []
+    pairs = value.items() if isinstance(value, dict) else [(None, value)]
+    items = []
+    for key, item in pairs:
+        text = _audit_text(item)
+        short = None
+        if len(text) > AUDIT_VALUE_CHARS:
+            short = text[: AUDIT_VALUE_CHARS - 1].rstrip() + "…"
+        items.append({"key": key, "text": text, "short": short})
+    return items

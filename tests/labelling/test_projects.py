@@ -102,6 +102,40 @@ def test_audit_log_is_for_owners_only(team):
     assert team.client(team.outsider).get(url).status_code == 404
 
 
+def test_audit_log_shows_values_as_wrapped_key_value_lists_in_json(team):
+    long_text = "word " * 2_000 + "<b>end</b>"
+    AuditEvent.objects.create(
+        project=team.project,
+        actor=team.users["owner"],
+        action="alert.acknowledge",
+        target_type="monitoring.alert",
+        target_id="2",
+        before={"acknowledged": False, "note": None},
+        after={"acknowledged": True, "note": "seen <i>x</i>", "mix": {"random": 0.5}},
+    )
+    AuditEvent.objects.create(
+        project=team.project, action="sample.revise", after={"data": {"text": long_text}}
+    )
+    AuditEvent.objects.create(project=team.project, action="odd", after=["a", 1])
+
+    response = team.client("owner").get(reverse("labelling:audit", args=[team.project.pk]))
+
+    page = response.content.decode()
+    assert "<dt>acknowledged</dt>\n  <dd><code>false</code></dd>" in page
+    assert "<dd><code>true</code></dd>" in page
+    assert "<dd><code>null</code></dd>" in page
+    assert "<code>seen &lt;i&gt;x&lt;/i&gt;</code>" in page  # escaped
+    assert "<code>{&quot;random&quot;: 0.5}</code>" in page  # JSON, not a Python dict
+    assert "<code>[&quot;a&quot;, 1]</code>" in page
+    assert "False" not in page and "&#x27;acknowledged&#x27;" not in page
+    # The long value: shortened, the whole of it in a details element, escaped.
+    summary = page.split("<details><summary><code>")[1].split("</code>")[0]
+    assert summary.startswith("{&quot;text&quot;: &quot;word word") and summary.endswith("…")
+    assert len(summary.replace("&quot;", '"')) <= 120
+    assert "&lt;b&gt;end&lt;/b&gt;&quot;}</pre></details>" in page
+    assert 'class="audit"' in page
+
+
 def test_api_lists_projects_with_my_role(team):
     response = team.client("product_manager").get("/api/v1/projects/")
     assert response.status_code == 200
