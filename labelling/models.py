@@ -329,11 +329,21 @@ class QueueItem(models.Model):
     ``claims`` counts the annotators holding a live lease plus those who have
     labelled it; it lives on the row so the "next" query can skip full items
     and PostgreSQL re-checks it under ``FOR UPDATE SKIP LOCKED``.
+
+    An open item whose sample is flagged is *held* (``sample_flag``): the
+    "next" query, which only hands out ``open`` items, passes it over, and it
+    becomes open again with its priority and reason when the sample's last
+    flag is resolved (``flag_resolve``). A held item still counts as the
+    sample's place in the queue: at most one item per sample is open or held.
     """
 
     class State(models.TextChoices):
         OPEN = "open", "Open"
+        HELD = "held", "Held (flagged)"
         DONE = "done", "Done"
+
+    # The states in which a sample counts as queued.
+    QUEUED = (State.OPEN, State.HELD)
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="queue_items")
     sample = models.ForeignKey(Sample, on_delete=models.CASCADE, related_name="queue_items")
@@ -349,7 +359,9 @@ class QueueItem(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["sample"], condition=models.Q(state="open"), name="queueitem_one_open"
+                fields=["sample"],
+                condition=models.Q(state__in=["open", "held"]),
+                name="queueitem_one_queued",
             )
         ]
         indexes = [

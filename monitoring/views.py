@@ -8,7 +8,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.db.models import Count, Max, Min
+from django.db.models import Count, Max, Min, Q
 from django.http import Http404, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import pluralize
@@ -209,17 +209,27 @@ def _queue_context(project):
     from .forms_surfacing import STRATEGY_HELP
 
     open_items = QueueItem.objects.filter(project=project, state=QueueItem.State.OPEN)
+    # Held items (their sample is flagged) are counted apart: nobody is given
+    # them until the flags are resolved, so they are not part of the mix.
+    held_state = Q(state=QueueItem.State.HELD)
     rows = list(
-        open_items.values("strategy")
-        .annotate(n=Count("id"), top=Max("priority"), low=Min("priority"))
+        QueueItem.objects.filter(project=project, state__in=QueueItem.QUEUED)
+        .values("strategy")
+        .annotate(
+            n=Count("id", filter=~held_state),
+            held=Count("id", filter=held_state),
+            top=Max("priority"),
+            low=Min("priority"),
+        )
         .order_by("-n", "strategy")
     )
     total = sum(r["n"] for r in rows)
+    held = sum(r["held"] for r in rows)
     for row in rows:
         row["share"] = row["n"] / total if total else 0
         row["help"] = STRATEGY_HELP.get(row["strategy"], "")
     items = list(open_items.select_related("sample").order_by("-priority", "id")[:QUEUE_TOP])
-    return {"project": project, "mix": rows, "total": total, "items": items}
+    return {"project": project, "mix": rows, "total": total, "held": held, "items": items}
 
 
 @login_required
@@ -265,9 +275,9 @@ def queue_item_priority(request, project_pk, pk):
     from .forms_surfacing import ItemPriorityForm
 
     project = get_project_for_user(request.user, project_pk, capability=Capability.QUEUE)
-    item = QueueItem.objects.filter(project=project, pk=pk, state=QueueItem.State.OPEN).first()
+    item = QueueItem.objects.filter(project=project, pk=pk, state__in=QueueItem.QUEUED).first()
     if item is None:
-        raise Http404("No such open queue item.")
+        raise Http404("No such open or held queue item.")
     form = ItemPriorityForm(request.POST)
     if not form.is_valid():
         messages.error(request, f"Priority: {' '.join(form.errors.get('priority', []))}")

@@ -234,13 +234,14 @@ class QueueCursorPagination(IdCursorPagination):
                 "state",
                 str,
                 enum=QueueItem.State.values,
-                description="open (default) or done.",
+                description="open (default), held (the sample is flagged: nobody is given "
+                "it until its flags are resolved) or done.",
             ),
             OpenApiParameter("strategy", str, description="Only items surfaced by this strategy."),
         ],
     ),
     partial_update=extend_schema(
-        summary="Reprioritise an open queue item",
+        summary="Reprioritise an open (or held) queue item",
         parameters=[PROJECT_PARAM, ID_PARAM],
         request=QueueItemUpdateSerializer,
         responses={200: QueueItemSerializer},
@@ -301,9 +302,12 @@ class QueueViewSet(
         )
         serializer = QueueItemUpdateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        if item.state != QueueItem.State.OPEN:
+        if item.state not in QueueItem.QUEUED:
             raise ValidationError(
-                {"priority": f"Queue item {item.pk} is done; only open items can be reprioritised."}
+                {
+                    "priority": f"Queue item {item.pk} is done; only open or held items can be "
+                    "reprioritised."
+                }
             )
         item = queue_item_update(item=item, by=request.user, **serializer.validated_data)
         return Response(QueueItemSerializer(item).data)

@@ -97,7 +97,7 @@ WITH gone AS (
 )
 SELECT
     (SELECT q.id FROM labelling_queueitem q
-     WHERE q.sample_id = %(sample)s AND q.state = 'open' ORDER BY q.id LIMIT 1),
+     WHERE q.sample_id = %(sample)s AND q.state IN ('open', 'held') ORDER BY q.id LIMIT 1),
     (SELECT array_agg(a.annotator_id ORDER BY a.id) FROM labelling_annotation a
      WHERE a.sample_id = %(sample)s),
     (SELECT array_agg(a.label_id ORDER BY a.id) FROM labelling_annotation a
@@ -126,7 +126,7 @@ WITH ann AS (
     UPDATE labelling_queueitem SET
         claims = GREATEST(claims - %(freed)s + %(delta)s, 0),
         labels_done = GREATEST(labels_done + %(delta)s, 0),
-        state = CASE WHEN labels_done + %(delta)s >= %(overlap)s THEN 'done' ELSE 'open' END
+        state = CASE WHEN labels_done + %(delta)s >= %(overlap)s THEN 'done' ELSE state END
     WHERE id = %(item)s
 ), closed_items AS (
     UPDATE labelling_queueitem SET claims = GREATEST(claims - 1, 0)
@@ -158,15 +158,17 @@ def annotation_submit(*, project, user, sample, label=None, skip=False, seconds=
     1. The sample row is locked (every writer of a sample's labels, leases
        and queue state takes it first), and the label resolved.
     2. The user's leases on the sample's items are deleted: each frees one
-       claim. The open item, the sample's annotations and its latest
-       adjudication are read.
+       claim. The open item (or the held one, while the sample is flagged:
+       a label given to a card already on screen still counts on it), the
+       sample's annotations and its latest adjudication are read.
     3. The annotation row is appended.
     4. Counters: a first label from this annotator adds a claim and a done
        label (with step 2 that turns their lease into a done slot, and a label
        that arrives after its lease expired still counts, even past the
        overlap); a skip from someone holding a lease only frees the slot; a
        relabel changes nothing; a skip replacing their label gives both back.
-       The item is done once ``labels_done`` reaches the overlap.
+       The item is done once ``labels_done`` reaches the overlap; otherwise
+       it keeps its state (a held item stays held).
     5. Consensus is recomputed from the rows read in step 2 plus the new one,
        and the change audited, in the same transaction.
 
@@ -366,7 +368,8 @@ def _leases_and_rows_portable(cursor, params):
             [lease_id for lease_id, _, _ in leases],
         )
     cursor.execute(
-        "SELECT id FROM labelling_queueitem WHERE sample_id = %(sample)s AND state = 'open'"
+        "SELECT id FROM labelling_queueitem WHERE sample_id = %(sample)s"
+        " AND state IN ('open', 'held')"
         " ORDER BY id LIMIT 1",
         params,
     )
@@ -407,7 +410,7 @@ def _write_portable(cursor, params):
             "  THEN claims - %(freed)s + %(delta)s ELSE 0 END,"
             " labels_done = CASE WHEN labels_done + %(delta)s > 0"
             "  THEN labels_done + %(delta)s ELSE 0 END,"
-            " state = CASE WHEN labels_done + %(delta)s >= %(overlap)s THEN 'done' ELSE 'open' END"
+            " state = CASE WHEN labels_done + %(delta)s >= %(overlap)s THEN 'done' ELSE state END"
             " WHERE id = %(item)s",
             params,
         )

@@ -16,6 +16,7 @@ from ml.hashing import content_hash
 
 from ..limits import note_too_long, value_too_long
 from ..models import Flag, Sample, SampleRevision
+from .queue import queue_hold, queue_resume
 
 
 class CleaningError(Refusal):
@@ -184,6 +185,10 @@ def sample_flag(*, sample, by, kind, note="", duplicate_of=None) -> Flag:
 
     ``duplicate_of`` (a Sample of the same project) is required for the
     ``duplicate`` kind and refused for the others.
+
+    The sample's open queue item is held (``queue_hold``) so nobody is given
+    it to label while it is flagged; its leases are released. The audit entry
+    of the flag says so under ``queue``.
     """
     if kind not in Flag.Kind.values:
         raise CleaningError(
@@ -242,26 +247,34 @@ def sample_flag(*, sample, by, kind, note="", duplicate_of=None) -> Flag:
     if locked.status != Sample.Status.EXCLUDED:
         Sample.objects.filter(pk=locked.pk).update(status=Sample.Status.EXCLUDED)
     sample.status = Sample.Status.EXCLUDED
+    held = queue_hold(sample_id=locked.pk)
+    after = {
+        "flag": flag.pk,
+        "kind": kind,
+        "duplicate_of": duplicate_of.external_id if duplicate_of else None,
+        "note": note,
+        "status": Sample.Status.EXCLUDED,
+    }
+    before = {"status": status_before}
+    if held is not None:
+        before["queue"] = {"item": held["item"], "state": "open"}
+        after["queue"] = held
     audit_record(
         actor=by,
         project=locked.project,
         action="sample.flag",
         target=locked,
-        before={"status": status_before},
-        after={
-            "flag": flag.pk,
-            "kind": kind,
-            "duplicate_of": duplicate_of.external_id if duplicate_of else None,
-            "note": note,
-            "status": Sample.Status.EXCLUDED,
-        },
+        before=before,
+        after=after,
     )
     return flag
 
 
 @transaction.atomic
 def flag_resolve(*, flag, by, resolution) -> Flag:
-    """Close ``flag``; its sample returns to training once no other flag is open."""
+    """Close ``flag``; its sample returns to training once no other flag is
+    open, and its held queue item (if any) to the queue (``queue_resume``):
+    the audit entry says so under ``queue``."""
     resolution = (resolution or "").strip()
     if not resolution:
         raise CleaningError("Say how the flag was resolved.", field="resolution")
@@ -284,23 +297,31 @@ def flag_resolve(*, flag, by, resolution) -> Flag:
     if not still_open and status != Sample.Status.ACTIVE:
         status = Sample.Status.ACTIVE
         Sample.objects.filter(pk=sample.pk).update(status=status)
+    resumed = None
+    if not still_open:
+        resumed = queue_resume(sample_id=sample.pk, overlap=sample.project.overlap)
     flag.resolved_at, flag.resolved_by, flag.resolution = (
         locked.resolved_at,
         by,
         resolution,
     )
+    before = {"status": sample.status}
+    after = {
+        "sample": sample.external_id,
+        "kind": locked.kind,
+        "resolution": resolution,
+        "status": status,
+    }
+    if resumed is not None:
+        before["queue"] = {"item": resumed["item"], "state": "held"}
+        after["queue"] = resumed
     audit_record(
         actor=by,
         project=sample.project,
         action="flag.resolve",
         target=locked,
-        before={"status": sample.status},
-        after={
-            "sample": sample.external_id,
-            "kind": locked.kind,
-            "resolution": resolution,
-            "status": status,
-        },
+        before=before,
+        after=after,
     )
     return locked
 

@@ -1,11 +1,13 @@
 """The work queue: which sample each annotator gets next, with leases.
 
 Invariant kept by every function here and by ``annotation_submit``: on an open
-``QueueItem``, ``claims`` = live leases on it + annotators whose current
-answer on the sample is a label, and ``labels_done`` = the latter alone. The
-"next" query only hands out items with ``claims < overlap``, so the overlap is
-never exceeded by the queue (a label that arrives after its lease expired is
-still kept and may push ``claims`` past the overlap: no label is ever lost).
+(or held) ``QueueItem``, ``claims`` = live leases on it + annotators whose
+current answer on the sample is a label, and ``labels_done`` = the latter
+alone. The "next" query only hands out open items with ``claims < overlap``,
+so the overlap is never exceeded by the queue (a label that arrives after its
+lease expired is still kept and may push ``claims`` past the overlap: no label
+is ever lost). A held item (its sample is flagged: ``queue_hold``) has no
+leases and is handed out to nobody until ``queue_resume``.
 
 Locks, to stay free of deadlocks on PostgreSQL:
 - Whatever may *wait* for lease and queue item rows of a sample takes the
@@ -40,11 +42,11 @@ REMAINING_CAP = 1000
 def queue_add(
     *, project, sample_ids, priority=0.0, strategy="imported", reason="Imported", score=None
 ) -> int:
-    """Queue samples that have no open queue item yet; returns how many were queued."""
+    """Queue samples that have no open or held queue item yet; returns how many were queued."""
     sample_ids = list(sample_ids)
     already = set(
         QueueItem.objects.filter(
-            project=project, sample_id__in=sample_ids, state=QueueItem.State.OPEN
+            project=project, sample_id__in=sample_ids, state__in=QueueItem.QUEUED
         ).values_list("sample_id", flat=True)
     )
     items = [
@@ -61,6 +63,51 @@ def queue_add(
     ]
     QueueItem.objects.bulk_create(items, batch_size=5000)
     return len(items)
+
+
+def queue_hold(*, sample_id) -> dict | None:
+    """Hold ``sample_id``'s open queue item while the sample is flagged: the
+    "next" query only hands out open items, so nobody is given it. Every
+    lease on it is released and its claim given back (whoever still has the
+    sample on screen may submit: ``annotation_submit`` counts the label on
+    the held item). Returns what changed, for the caller's audit entry, or
+    None when the sample had no open item.
+
+    The caller holds the sample row's lock (``sample_flag``), as every writer
+    of a sample's queue state does: see the module's lock notes. The item is
+    locked before its leases are read, so a lease "next" took on it just
+    before is seen and released, and none can be taken after.
+    """
+    item = (
+        QueueItem.objects.select_for_update()
+        .filter(sample_id=sample_id, state=QueueItem.State.OPEN)
+        .first()
+    )
+    if item is None:
+        return None
+    released, _ = Lease.objects.filter(item_id=item.pk).delete()
+    QueueItem.objects.filter(pk=item.pk).update(
+        state=QueueItem.State.HELD, claims=Greatest(F("claims") - released, Value(0))
+    )
+    return {"item": item.pk, "state": QueueItem.State.HELD, "leases_released": released}
+
+
+def queue_resume(*, sample_id, overlap) -> dict | None:
+    """Give ``sample_id``'s held queue item back to the queue (its last flag
+    was resolved), with the priority and reason it had: open if it still
+    needs labels, done if labels given while it was held reached
+    ``overlap``. Returns what changed, for the caller's audit entry, or None
+    when nothing was held. The caller holds the sample row's lock."""
+    item = (
+        QueueItem.objects.select_for_update()
+        .filter(sample_id=sample_id, state=QueueItem.State.HELD)
+        .first()
+    )
+    if item is None:
+        return None
+    state = QueueItem.State.DONE if item.labels_done >= overlap else QueueItem.State.OPEN
+    QueueItem.objects.filter(pk=item.pk).update(state=state)
+    return {"item": item.pk, "state": state}
 
 
 def _expired_sql(*, project_id):
@@ -419,7 +466,7 @@ def queue_expire_leases(*, project=None) -> int:
 
 @transaction.atomic
 def queue_item_update(*, item, by, priority=None, reason=None) -> QueueItem:
-    """Reprioritise an open queue item (and optionally say why)."""
+    """Reprioritise an open (or held) queue item (and optionally say why)."""
     locked = QueueItem.objects.select_for_update().get(pk=item.pk)
     before = {"priority": locked.priority, "reason": locked.reason}
     if priority is not None:
@@ -469,11 +516,12 @@ def annotator_progress(*, project, user) -> Progress:
 
 @transaction.atomic
 def queue_strategy_reprioritise(*, project, strategy, delta, by) -> int:
-    """Move every open item of one strategy up (``delta`` > 0) or down the
-    queue; returns how many moved. The queue page's "more of this / less of
-    this" for a surfacing strategy."""
+    """Move every open (or held) item of one strategy up (``delta`` > 0) or
+    down the queue; returns how many moved. The queue page's "more of this /
+    less of this" for a surfacing strategy: a held item returns to the queue
+    where its strategy is by then."""
     delta = float(delta)
-    items = QueueItem.objects.filter(project=project, state=QueueItem.State.OPEN, strategy=strategy)
+    items = QueueItem.objects.filter(project=project, state__in=QueueItem.QUEUED, strategy=strategy)
     moved = items.update(priority=F("priority") + delta)
     audit_record(
         actor=by,

@@ -30,7 +30,7 @@ def sample_adjudicate(*, sample, by, label, note="", gold=False, review=None) ->
        label submit that also locks it) apply one after the other and the
        stored consensus always reflects the latest rows.
     2. Append the adjudication and recompute consensus from the rows.
-    3. Close the sample's open queue item: nobody needs to label it now.
+    3. Close the sample's open (or held) queue item: nobody needs to label it now.
     4. Audit the change of state and label.
     """
     if label.project_id != sample.project_id:
@@ -78,7 +78,7 @@ def sample_adjudicate(*, sample, by, label, note="", gold=False, review=None) ->
     sample.refresh_from_db(fields=["consensus_state", "consensus_label"])
 
     open_items = list(
-        QueueItem.objects.filter(sample=locked, state=QueueItem.State.OPEN).values_list(
+        QueueItem.objects.filter(sample=locked, state__in=QueueItem.QUEUED).values_list(
             "id", flat=True
         )
     )

@@ -163,9 +163,11 @@ def _after_flag(request, project):
     """Move past a sample the annotator has just flagged (the flag form's ``next``).
 
     Only when the flag exists (the flag view may have refused it: then the
-    annotator stays on the sample and sees why) and the annotator holds the
-    sample's lease without having answered it: their turn is recorded as a
-    skip, so the slot goes to someone else and they do not get it again.
+    annotator stays on the sample and sees why) and the annotator has not
+    answered the sample and either raised an open flag on it (raising it
+    released their lease: ``queue_hold``) or still holds its lease: their
+    turn is recorded as a skip, so once the flag is resolved the sample goes
+    to someone else and they do not get it again.
     """
     sample_pks = _ints([request.GET.get("after_flag", "")])
     if not sample_pks:
@@ -173,11 +175,15 @@ def _after_flag(request, project):
     sample = Sample.objects.filter(project=project, pk=sample_pks[0]).first()
     if sample is None:
         return
-    if not Flag.objects.filter(sample=sample, resolved_at__isnull=True).exists():
+    open_flags = Flag.objects.filter(sample=sample, resolved_at__isnull=True)
+    if not open_flags.exists():
         return
     if Annotation.objects.filter(sample=sample, annotator=request.user).exists():
         return
-    if not Lease.objects.filter(user=request.user, item__sample=sample).exists():
+    if (
+        not open_flags.filter(created_by=request.user).exists()
+        and not Lease.objects.filter(user=request.user, item__sample=sample).exists()
+    ):
         return
     annotation_submit(project=project, user=request.user, sample=sample, skip=True)
 

@@ -280,7 +280,7 @@ def test_reprioritising_refuses_experts_outsiders_and_bad_input(team, queued):
         project=team.project, user=team.users["expert"], sample=queued[0], label="great"
     )
     response = client.patch(url, {"priority": 9}, format="json")
-    assert response.status_code == 400 and "only open items" in response.json()["message"]
+    assert response.status_code == 400 and "only open or held items" in response.json()["message"]
     item.refresh_from_db()
     assert item.priority == 1
     assert not AuditEvent.objects.filter(action="queue_item.update").exists()

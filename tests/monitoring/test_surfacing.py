@@ -9,6 +9,7 @@ import pytest
 from django.utils import timezone
 
 from labelling.models import QueueItem, Sample
+from labelling.services.cleaning import sample_flag
 from labelling.services.queue import queue_add
 from leanml_site.models import AuditEvent
 from ml.hashing import content_hash, split_for
@@ -144,6 +145,25 @@ def test_labelled_queued_surfaced_and_repeated_content_is_never_surfaced_again(p
     assert again.counts == {}
     assert not SurfacedSample.objects.filter(run=again).exists()
     assert again.message.startswith("0 of 3 candidate logs surfaced")
+
+
+def test_a_held_sample_is_not_queued_again(production):
+    """A queued sample that was then flagged (its item held) still counts as
+    queued: a log with its content is not surfaced, and no second item appears."""
+    p = production
+    log = p.logs[0]
+    [held] = add_samples(p.project, p.crew.classes, [("manual-held", log.data, None)])
+    queue_add(project=p.project, sample_ids=[held.pk])
+    sample_flag(sample=held, by=p.crew.users["owner"], kind="ambiguous")
+    assert QueueItem.objects.get(sample=held).state == QueueItem.State.HELD
+    done = run(p.project, p.crew.users["owner"], budget=len(p.logs), mix={"random": 1})
+    surfaced = set(
+        SurfacedSample.objects.filter(run=done).values_list("prediction_log_id", flat=True)
+    )
+    assert surfaced and log.pk not in surfaced
+    assert QueueItem.objects.filter(sample=held).count() == 1
+    assert QueueItem.objects.get(sample=held).state == QueueItem.State.HELD
+    assert queue_add(project=p.project, sample_ids=[held.pk]) == 0
 
 
 def test_only_the_production_versions_logs_since_the_window(production):
