@@ -270,7 +270,9 @@ def iteration_decide_view(request, project_pk, pk):
                 f"Version {decision.version.number} {PAST[decision.verdict]} "
                 f"on report {decision.report_hash[:12]}.",
             )
-            return _detail_at(project, iteration, "signoff")
+            # To the top, where the confirmation and the new status are
+            # (a redirect without a fragment would keep the form's #signoff).
+            return _detail_at(project, iteration, "top")
     iteration.refresh_from_db()
     iteration.project = project
     return _render_detail(request, project, iteration, decision_form=form, status=400)

@@ -171,6 +171,10 @@ def test_a_scientist_retrains_watches_progress_and_a_pm_approves_the_report(
         pm_page.click("#signoff button:has-text('Record decision')")
         pm_page.wait_for_selector("#signoff table")
         row = pm_page.inner_text("#signoff table tbody tr")
+        # The confirmation is where the eye lands after the redirect, not above it.
+        confirmation = pm_page.locator(".messages", has_text="approved on report")
+        assert confirmation.is_visible() and confirmation.bounding_box()["y"] >= 0
+        assert pm_page.evaluate("window.scrollY") == 0
         pm_page.screenshot(path=str(shots / "iteration-4-approved.png"), full_page=True)
     finally:
         context.close()
