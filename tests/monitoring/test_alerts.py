@@ -95,7 +95,7 @@ def test_a_small_threshold_is_shown_with_its_digits_and_the_check_with_its_span(
     # The page says what each check read instead of claiming "the last day".
     assert "over the last day's logs" not in page
     span = (WINDOW_END - WINDOW_START).days
-    assert f'data-testid="last-check-span">({span} day' in page
+    assert f'data-testid="last-check-span">({span}\xa0day of logs)' in page
 
 
 @pytest.mark.parametrize("role", ["data_scientist", "product_manager", "owner"])
