@@ -128,11 +128,13 @@ def page_context(project, params) -> dict:
             ),
         }
     # Drift is measured per version and check window over all predictions,
-    # not per segment; the checks shown are those that read logs of the period.
+    # not per segment; the checks shown are those that read logs of the
+    # period, drawn on the time axis of the charts above (from their first window).
+    span = (rows[0][0], period[1]) if rows else period
     context["drift_charts"] = [
         chart
         for chart in (
-            charts.drift(series, period=period, granularity=g)
+            charts.drift(series, period=span, granularity=g)
             for series in selectors.drift_series(project, chosen.version, period=period)[
                 :DRIFT_CHARTS
             ]

@@ -237,3 +237,24 @@ def test_without_segments_the_page_says_how_a_product_sends_them(team, versions,
     body = logged.client("owner").get(URL.format(logged.project.pk)).content.decode()
     assert 'data-testid="no-segments"' in body
     assert "<code>segment</code> object" in body and "segment_country" in body
+
+
+def test_drift_charts_share_the_time_axis_of_the_charts_above(logged, versions):
+    from monitoring.models import DriftCheck
+
+    DriftCheck.objects.create(
+        project=logged.project,
+        model_version=versions[0],
+        window_start=T0.replace(hour=0),
+        window_end=T0.replace(hour=0) + timedelta(days=1),
+        n_current=100,
+        n_reference=100,
+        results=[{"field": "stars", "kind": "numeric", "psi": 0.1}],
+    )
+    # Per day: the logs fill two days, so the one-day check spans the first half,
+    # not a sliver of 90 days.
+    body = logged.client("owner").get(URL.format(logged.project.pk)).content.decode()
+    drift_part = body.split('data-testid="drift-charts"')[1]
+    middle = charts.LEFT + charts.PLOT_W / 2
+    assert f'x1="{charts.LEFT:.1f}" y1=' in drift_part
+    assert f'x2="{middle:.1f}"' in drift_part
