@@ -35,6 +35,19 @@ def _first_error(detail, path=()):
     return None
 
 
+def _as_lists(detail):
+    """Every field's errors as a list of messages, as a serializer gives them:
+    ``ValidationError({"field": "message"})`` alone would give a bare string."""
+    if isinstance(detail, dict):
+        return {
+            key: [value] if isinstance(value, str) else _as_lists(value)
+            for key, value in detail.items()
+        }
+    if isinstance(detail, list):
+        return [_as_lists(value) for value in detail]
+    return detail
+
+
 def exception_handler(exc, context):
     """Every API error is ``{"message": ..., "field": ..., "errors": ...}``."""
     response = drf_exception_handler(exc, context)
@@ -42,6 +55,11 @@ def exception_handler(exc, context):
         return None
     detail = response.data
     if isinstance(exc, ValidationError):
+        if isinstance(detail, str):
+            detail = [detail]
+        if isinstance(detail, list):
+            detail = {"non_field_errors": detail}
+        detail = _as_lists(detail)
         message, field = _first_error(detail) or ("Invalid input.", None)
     else:
         message = detail.get("detail", str(exc)) if isinstance(detail, dict) else str(detail)
@@ -55,7 +73,10 @@ class ErrorSerializer(serializers.Serializer):
 
     message = serializers.CharField(help_text="What is wrong, in a sentence for people.")
     field = serializers.CharField(allow_null=True, help_text="The input at fault, if one is.")
-    errors = serializers.JSONField(help_text="DRF's detail, as given.")
+    errors = serializers.JSONField(
+        help_text="Every message by field: a list of messages per field (nested fields "
+        "nest), those about no field in particular under non_field_errors."
+    )
 
 
 def refusal(error, field=None) -> ValidationError:
