@@ -7,6 +7,8 @@ from django import template
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
 
+from leanml_site.roles import Capability, role_can
+
 register = template.Library()
 
 # Matches a literal <br>, <br/> or <br /> AFTER escaping, i.e. "&lt;br /&gt;".
@@ -55,3 +57,10 @@ def audit_items(value):
             short = text[: AUDIT_VALUE_CHARS - 1].rstrip() + "…"
         items.append({"key": key, "text": text, "short": short})
     return items
+
+
+@register.filter(name="can")
+def can(role, capability):
+    """``{% if project.role|can:"export" %}``: the role table decides what a
+    page offers, as it decides what the server allows."""
+    return role_can(role, Capability(capability))

@@ -208,3 +208,18 @@ def test_a_job_of_another_project_is_404(team):
         reverse("labelling:import_detail", args=[team.project.pk, job.pk])
     )
     assert response.status_code == 404
+
+
+def test_the_nav_offers_import_export_only_to_roles_that_may_do_either(team):
+    page = f"/projects/{team.project.pk}/"
+    link = f'href="/projects/{team.project.pk}/imports/"'
+    shown = {
+        role: link in team.client(role).get(page).content.decode()
+        for role in ("expert", "data_scientist", "product_manager", "owner")
+    }
+    assert shown == {
+        "expert": False,
+        "data_scientist": True,
+        "product_manager": True,
+        "owner": True,
+    }
