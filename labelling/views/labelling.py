@@ -22,12 +22,11 @@ from ..limits import MAX_NOTE_CHARS
 from ..models import Annotation, Flag, Lease, QueueItem, Sample
 from ..permissions import get_project_for_user
 from ..services.annotations import AnnotationError, annotation_last, annotation_submit
+from ..services.projects import RESERVED_HOTKEYS
 from ..services.queue import annotator_progress, lease_release, queue_next
 
 # The flag form's inputs, each of which shows its own error.
 FLAG_FIELDS = ("kind", "duplicate_of", "note")
-# Keys the page itself uses; a class hotkey that collides keeps its number key only.
-RESERVED_KEYS = frozenset({"s", "f", "z", "?"})
 
 
 def _ints(values):
@@ -44,13 +43,13 @@ def label_buttons(project):
     number (1-9 by position) when no class claims that number as a hotkey."""
     classes = list(project.label_classes.all())
     hotkeys = {
-        c.hotkey.lower() for c in classes if c.hotkey and c.hotkey.lower() not in RESERVED_KEYS
+        c.hotkey.lower() for c in classes if c.hotkey and c.hotkey.lower() not in RESERVED_HOTKEYS
     }
     buttons = []
     for index, label_class in enumerate(classes):
         keys = []
         hotkey = label_class.hotkey.lower()
-        if hotkey and hotkey not in RESERVED_KEYS:
+        if hotkey and hotkey not in RESERVED_HOTKEYS:
             keys.append(hotkey)
         digit = str(index + 1)
         if index < 9 and digit not in hotkeys and digit not in keys:
