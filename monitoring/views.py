@@ -1,6 +1,7 @@
 """Pages for data scientists and owners: the project's API keys for machine
 clients, and a file upload of prediction logs (the API's bulk path, by hand)."""
 
+from collections import Counter
 from datetime import timedelta
 
 from django.contrib import messages
@@ -8,7 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.db.models import Count, Max, Min, Q
+from django.db.models import Count, F, Max, Min, Q
 from django.http import Http404, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import pluralize
@@ -221,15 +222,26 @@ def _queue_context(project):
             top=Max("priority"),
             low=Min("priority"),
         )
-        .order_by("-n", "strategy")
+        # In the order annotators meet them: the strategy whose best item
+        # comes first is on top, so moving one up moves its row.
+        .order_by(F("top").desc(nulls_last=True), "strategy")
     )
     total = sum(r["n"] for r in rows)
     held = sum(r["held"] for r in rows)
+    items = list(open_items.select_related("sample").order_by("-priority", "id")[:QUEUE_TOP])
+    next_in_line = Counter(item.strategy for item in items)
     for row in rows:
         row["share"] = row["n"] / total if total else 0
         row["help"] = STRATEGY_HELP.get(row["strategy"], "")
-    items = list(open_items.select_related("sample").order_by("-priority", "id")[:QUEUE_TOP])
-    return {"project": project, "mix": rows, "total": total, "held": held, "items": items}
+        row["next"] = next_in_line[row["strategy"]]
+    return {
+        "project": project,
+        "mix": rows,
+        "total": total,
+        "held": held,
+        "items": items,
+        "queue_top": QUEUE_TOP,
+    }
 
 
 @login_required
@@ -260,7 +272,13 @@ def queue_strategy_priority(request, project_pk):
     )
     if moved:
         where = "up" if delta > 0 else "down"
-        messages.success(request, f"{moved} “{strategy}” item{pluralize(moved)} moved {where}.")
+        ahead = _queue_context(project)["items"]
+        among = sum(item.strategy == strategy for item in ahead)
+        messages.success(
+            request,
+            f"{moved} “{strategy}” item{pluralize(moved)} moved {where} by {PRIORITY_STEP:g}: "
+            f"{among} of the next {len(ahead)} in line {pluralize(among, 'is,are')} “{strategy}”.",
+        )
     else:
         messages.error(request, f"No open item has the strategy “{strategy}”.")
     return redirect("monitoring:queue", project_pk=project.pk)
@@ -280,7 +298,11 @@ def queue_item_priority(request, project_pk, pk):
         raise Http404("No such open or held queue item.")
     form = ItemPriorityForm(request.POST)
     if not form.is_valid():
-        messages.error(request, f"Priority: {' '.join(form.errors.get('priority', []))}")
+        messages.error(
+            request,
+            f"Priority of {item.sample.external_id}: {' '.join(form.errors.get('priority', []))} "
+            "Nothing was changed.",
+        )
         return redirect("monitoring:queue", project_pk=project.pk)
     queue_item_update(item=item, by=request.user, priority=form.cleaned_data["priority"])
     messages.success(

@@ -89,9 +89,19 @@ def test_data_scientist_moves_a_strategy_and_an_item(queued):
     assert AuditEvent.objects.filter(
         action="queue.reprioritise", actor=p.crew.users["data_scientist"]
     ).exists()
-    # The random items now come first.
-    top = c.get(f"/projects/{p.project.pk}/queue/").context["items"][0]
-    assert top.strategy == "random"
+    # The random items now come first, their row tops the mix, and the page
+    # says how many of the next in line they are.
+    page = c.get(f"/projects/{p.project.pk}/queue/")
+    assert page.context["items"][0].strategy == "random"
+    assert page.context["mix"][0]["strategy"] == "random"
+    assert page.context["mix"][0]["next"] == len(before)
+    assert sum(row["next"] for row in page.context["mix"]) == len(page.context["items"])
+    moved = list(page.context["messages"])
+    n, shown = len(before), len(page.context["items"])
+    assert [str(m) for m in moved] == [
+        f"{n} “random” item{'s' if n != 1 else ''} moved up by 1: {n} of the next {shown} "
+        f"in line {'are' if n != 1 else 'is'} “random”."
+    ]
 
     item = QueueItem.objects.filter(project=p.project, strategy="uncertainty").first()
     response = c.post(
@@ -108,7 +118,10 @@ def test_data_scientist_moves_a_strategy_and_an_item(queued):
     )
     item.refresh_from_db()
     assert item.priority == 7.5
-    assert "Priority: Enter a number." in response.content.decode()
+    assert (
+        f"Priority of {item.sample.external_id}: Enter a number. Nothing was changed."
+        in response.content.decode()
+    )
 
 
 def test_unknown_strategy_or_direction_changes_nothing(queued):
