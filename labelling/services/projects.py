@@ -132,12 +132,17 @@ def _refuse_label_class(label_class, others, *, prefix="", listed=False):
     for other in others:
         if other.pk is not None and other.pk == label_class.pk:
             continue
-        if other.name == name:
-            message = (
-                f"Two classes are named '{name}'."
-                if listed
-                else f"A class named '{name}' already exists."
-            )
+        # Names that differ in case only ("Great", "great") would read as
+        # one class on every page and in every report.
+        if other.name.casefold() == name.casefold():
+            if other.name == name:
+                message = (
+                    f"Two classes are named '{name}'."
+                    if listed
+                    else f"A class named '{name}' already exists."
+                )
+            else:
+                message = f"'{other.name}' and '{name}' differ only in case: name one class once."
             raise ProjectError(message, field=f"{prefix}name")
         if hotkey and other.hotkey.lower() == hotkey:
             message = (

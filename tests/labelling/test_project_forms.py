@@ -41,6 +41,7 @@ def class_post(**values):
     ("values", "field", "message"),
     [
         ({"name": "great"}, "name", "A class named 'great' already exists."),
+        ({"name": "Great"}, "name", "'great' and 'Great' differ only in case"),
         ({"name": "meh", "hotkey": "1"}, "hotkey", "Key 1 is already used by 'great'."),
         ({"name": "meh", "hotkey": "S"}, "hotkey", "Key s is the labelling page's own"),
     ],
@@ -107,6 +108,11 @@ def test_api_refuses_a_clashing_class_with_400_on_its_field(team):
             [{"name": "a"}, {"name": "a"}, {"name": "b"}],
             "label_classes.1.name",
             "Two classes are named 'a'.",
+        ),
+        (
+            [{"name": "Spam"}, {"name": "spam"}],
+            "label_classes.1.name",
+            "'Spam' and 'spam' differ only in case",
         ),
         (
             [{"name": "a", "hotkey": "1"}, {"name": "b", "hotkey": "1"}],
