@@ -30,7 +30,9 @@ def test_a_product_manager_filters_the_charts(logged, page, live_server, login):
     page.select_option("#f-granularity", "hour")
     page.get_by_role("button", name="Show").click()
     page.wait_for_url("**/monitoring/?version=2&segment=country%3DDE&granularity=hour")
-    assert "Per version · country=DE" in page.inner_text("main")
+    # The table's heading names the period and the segment it reads.
+    period = page.inner_text("[data-testid=period]")
+    assert period.startswith("· last 7 days, ") and period.endswith(" UTC · country=DE")
     # v2 served the 15 odd requests, all from DE, one an hour: 15 bars.
     assert page.locator("[data-testid=charts] svg").first.locator("rect").count() == 15
     page.screenshot(path=str(SHOTS / "browser-filtered.png"), full_page=True)
