@@ -5,7 +5,10 @@ Use ``page`` with pytest-django's ``live_server`` (which needs
 through the real login form.
 """
 
+import contextlib
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -63,8 +66,63 @@ def page(browser, live_server):
     context = browser.new_context(viewport={"width": 1280, "height": 860})
     context.set_default_timeout(10_000)
     page = context.new_page()
-    yield page
-    context.close()
+    with _server_requests() as requests:
+        yield page
+        # Closing alone is not enough: the labelling page answers "pagehide"
+        # with a beacon (release its leases) that reaches the server after
+        # close() returned, and Playwright does not report beacons. Leave
+        # every page first, then wait until the server has been idle a while.
+        try:
+            for open_page in context.pages:
+                open_page.goto("about:blank")
+            requests.wait_idle(quiet=0.3)
+        finally:
+            context.close()
+            requests.wait_idle(quiet=0)
+
+
+class _Requests:
+    """Requests the live server (a thread of this process) is handling,
+    counted by Django's request signals."""
+
+    def __init__(self):
+        self.active = 0
+        self.last = time.monotonic()
+        self.lock = threading.Lock()
+
+    def started(self, **kwargs):
+        with self.lock:
+            self.active += 1
+            self.last = time.monotonic()
+
+    def finished(self, **kwargs):
+        with self.lock:
+            self.active -= 1
+            self.last = time.monotonic()
+
+    def wait_idle(self, quiet, timeout=5.0):
+        """Until no request is being handled and none started or ended for
+        ``quiet`` seconds, or ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if self.active <= 0 and time.monotonic() - self.last >= quiet:
+                    return
+            time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def _server_requests():
+    from django.core.signals import request_finished, request_started
+
+    requests = _Requests()
+    request_started.connect(requests.started, weak=False)
+    request_finished.connect(requests.finished, weak=False)
+    try:
+        yield requests
+    finally:
+        request_started.disconnect(requests.started)
+        request_finished.disconnect(requests.finished)
 
 
 @pytest.fixture
