@@ -266,6 +266,15 @@ def _nice_ticks(low, high, count=5):
     """Round axis values (1, 2 or 5 times a power of ten) inside [low, high]."""
     raw = (high - low) / count
     power = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1
-    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-    first = math.ceil(low / step) * step
-    return [first + i * step for i in range(count + 2) if first + i * step <= high]
+    steps = [m * power for m in (1, 2, 5, 10)]
+    at = next(i for i, step in enumerate(steps) if step >= raw)
+
+    def ticks(step):
+        first = math.ceil(low / step) * step
+        return [first + i * step for i in range(2 * count + 2) if first + i * step <= high]
+
+    # A coarse step can leave a single tick (0 on -9,000..9,500): an axis
+    # needs two labels at least to be read, so take the next finer step.
+    while at > 0 and len(ticks(steps[at])) < 2:
+        at -= 1
+    return ticks(steps[at])

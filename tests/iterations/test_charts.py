@@ -74,3 +74,11 @@ def test_empty_inputs_draw_nothing():
 def test_nice_ticks_are_round():
     assert charts._nice_ticks(-430, 400) == [-400, -200, 0, 200, 400]
     assert all(re.fullmatch(r"-?\d+(\.\d+)?", f"{t:g}") for t in charts._nice_ticks(0.1, 0.13))
+
+
+def test_nice_ticks_never_leave_an_axis_with_one_label():
+    # The demo's value per 1,000, whose daily intervals are wide: the step of
+    # 5,000 that the range asks for puts only 0 inside it.
+    assert charts._nice_ticks(-4540, 3933, 4) == [-4000, -2000, 0, 2000]
+    for low, high in [(-4540, 3933), (-9000, 9500), (-1.2, 0.9), (0, 0.06), (3, 4), (-405, 900)]:
+        assert len(charts._nice_ticks(low, high, 4)) >= 2, (low, high)
