@@ -204,12 +204,22 @@ def surfacing_run_detail(request, project_pk, pk):
     return render(request, template, context)
 
 
+def _next_in_line(project):
+    """The open items annotators get next, highest priority first."""
+    from labelling.models import QueueItem
+
+    return list(
+        QueueItem.objects.filter(project=project, state=QueueItem.State.OPEN)
+        .select_related("sample")
+        .order_by("-priority", "id")[:QUEUE_TOP]
+    )
+
+
 def _queue_context(project):
     from labelling.models import QueueItem
 
     from .forms_surfacing import STRATEGY_HELP
 
-    open_items = QueueItem.objects.filter(project=project, state=QueueItem.State.OPEN)
     # Held items (their sample is flagged) are counted apart: nobody is given
     # them until the flags are resolved, so they are not part of the mix.
     held_state = Q(state=QueueItem.State.HELD)
@@ -228,7 +238,7 @@ def _queue_context(project):
     )
     total = sum(r["n"] for r in rows)
     held = sum(r["held"] for r in rows)
-    items = list(open_items.select_related("sample").order_by("-priority", "id")[:QUEUE_TOP])
+    items = _next_in_line(project)
     next_in_line = Counter(item.strategy for item in items)
     for row in rows:
         row["share"] = row["n"] / total if total else 0
@@ -272,7 +282,7 @@ def queue_strategy_priority(request, project_pk):
     )
     if moved:
         where = "up" if delta > 0 else "down"
-        ahead = _queue_context(project)["items"]
+        ahead = _next_in_line(project)
         among = sum(item.strategy == strategy for item in ahead)
         messages.success(
             request,
