@@ -138,31 +138,25 @@ def head_problem(head: bytes, name) -> str | None:
     return not_utf8_message(name, found, encoding=other_encoding(head))
 
 
-def body_problem(body: bytes, name) -> str | None:
-    """Why a whole body (or file read into memory) is no UTF-8 text, or None."""
-    kind = binary_kind(body[:HEAD_BYTES])
+def _problem(head: bytes, blocks: Iterable[bytes], name) -> str | None:
+    """Why the text that starts with ``head`` and is read as ``blocks`` is no
+    UTF-8 text, or None."""
+    kind = binary_kind(head)
     if kind is not None:
         return not_text_message(name, kind)
-    found = first_bad_utf8(body_blocks(body))
+    found = first_bad_utf8(blocks)
     if found is None:
         return None
-    return not_utf8_message(name, found, encoding=other_encoding(body[:4]))
+    return not_utf8_message(name, found, encoding=other_encoding(head))
+
+
+def body_problem(body: bytes, name) -> str | None:
+    """Why a whole body (or file read into memory) is no UTF-8 text, or None."""
+    return _problem(body[:HEAD_BYTES], body_blocks(body), name)
 
 
 def path_problem(path, name) -> str | None:
     """Why the file at ``path`` is no UTF-8 text, or None; reads it whole."""
     with open(path, "rb") as handle:
         head = handle.read(HEAD_BYTES)
-    kind = binary_kind(head)
-    if kind is not None:
-        return not_text_message(name, kind)
-    found = first_bad_utf8(file_blocks(path))
-    if found is None:
-        return None
-    return not_utf8_message(name, found, encoding=other_encoding(head))
-
-
-def path_head_problem(path, name) -> str | None:
-    """head_problem of the file at ``path``: its first HEAD_BYTES only."""
-    with open(path, "rb") as handle:
-        return head_problem(handle.read(HEAD_BYTES), name)
+    return _problem(head, file_blocks(path), name)
