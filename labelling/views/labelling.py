@@ -86,9 +86,11 @@ def _can_undo(project, user):
     ).exists()
 
 
-def _card_context(request, project, *, lease=None, relabel=None, sample=None):
+def _card_context(request, project, *, lease=None, relabel=None, sample=None, can_undo=False):
     """The card of the lease's sample, the relabelled one, or (``sample``)
-    that sample as the annotator holds it: by its lease, else as a relabel."""
+    that sample as the annotator holds it: by its lease, else as a relabel.
+    ``can_undo=True`` when the caller knows the annotator has an answer (one
+    was just recorded): it spares the submit round trip a query."""
     if sample is not None:
         lease = (
             Lease.objects.filter(user=request.user, item__sample=sample)
@@ -111,7 +113,7 @@ def _card_context(request, project, *, lease=None, relabel=None, sample=None):
         "sample": None,
         "item": None,
         "relabel": relabel,
-        "can_undo": _can_undo(project, request.user),
+        "can_undo": can_undo or relabel is not None or _can_undo(project, request.user),
     }
     if relabel is not None:
         sample = relabel.sample
@@ -266,8 +268,8 @@ def label_submit(request, project_pk):
             user=request.user,
             exclude_item_ids=_ints(request.POST.getlist("exclude")),
         )
-        return _render_card(request, _card_context(request, project, lease=lease))
-    context = _card_context(request, project)
+        return _render_card(request, _card_context(request, project, lease=lease, can_undo=True))
+    context = _card_context(request, project, can_undo=True)
     context["no_card"] = True
     return _render_card(request, context)
 

@@ -260,6 +260,11 @@ def test_undo_is_offered_only_once_there_is_an_answer_to_undo(team, queued):
     assert UNDO_LINK.findall(partial.content.decode()) == [" hidden"]
     client.post(url("label_submit", team), {"sample": queued[0].pk, "skip": "1"})
     assert UNDO_LINK.findall(client.get(url("label", team)).content.decode()) == [""]
+    # The submit round trip's next card offers it too.
+    answer = {"sample": queued[1].pk, "skip": "1", "want_card": "1"}
+    partial = client.post(url("label_submit", team), answer, **HTMX)
+    assert f'data-sample="{queued[2].pk}"' in partial.content.decode()
+    assert UNDO_LINK.findall(partial.content.decode()) == [""]
 
 
 def flag_from_label_page(client, team, sample, **headers):
