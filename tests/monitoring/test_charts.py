@@ -56,7 +56,7 @@ def test_a_legend_too_wide_for_one_row_wraps_and_the_chart_grows():
     bottom = charts.TOP + charts.PLOT_H + 46 + (len(rows) - 1) * charts.LEGEND_ROW
     assert f'height="{bottom}"' in svg
     # Every entry is whole and inside the chart's width.
-    for x in re.findall(r'<text x="([\d.]+)"', svg):
+    for x in re.findall(r'<text x="(-?[\d.]+)"', svg):
         assert float(x) >= 0
 
 
