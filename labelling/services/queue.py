@@ -65,6 +65,11 @@ def queue_add(
     return len(items)
 
 
+def _locked_item(*, sample_id, state):
+    """The sample's queue item in ``state``, locked (at most one is open or held)."""
+    return QueueItem.objects.select_for_update().filter(sample_id=sample_id, state=state).first()
+
+
 def queue_hold(*, sample_id) -> dict | None:
     """Hold ``sample_id``'s open queue item while the sample is flagged: the
     "next" query only hands out open items, so nobody is given it. Every
@@ -78,11 +83,7 @@ def queue_hold(*, sample_id) -> dict | None:
     locked before its leases are read, so a lease "next" took on it just
     before is seen and released, and none can be taken after.
     """
-    item = (
-        QueueItem.objects.select_for_update()
-        .filter(sample_id=sample_id, state=QueueItem.State.OPEN)
-        .first()
-    )
+    item = _locked_item(sample_id=sample_id, state=QueueItem.State.OPEN)
     if item is None:
         return None
     released, _ = Lease.objects.filter(item_id=item.pk).delete()
@@ -98,11 +99,7 @@ def queue_resume(*, sample_id, overlap) -> dict | None:
     needs labels, done if labels given while it was held reached
     ``overlap``. Returns what changed, for the caller's audit entry, or None
     when nothing was held. The caller holds the sample row's lock."""
-    item = (
-        QueueItem.objects.select_for_update()
-        .filter(sample_id=sample_id, state=QueueItem.State.HELD)
-        .first()
-    )
+    item = _locked_item(sample_id=sample_id, state=QueueItem.State.HELD)
     if item is None:
         return None
     state = QueueItem.State.DONE if item.labels_done >= overlap else QueueItem.State.OPEN
