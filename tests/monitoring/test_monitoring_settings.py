@@ -3,7 +3,11 @@ import pytest
 from leanml_site.models import AuditEvent
 from ml.surfacing import DEFAULT_MIX, STRATEGIES
 from monitoring.models import MonitoringSettings
-from monitoring.services.settings import SettingsError, monitoring_settings_update
+from monitoring.services.settings import (
+    SettingsError,
+    monitoring_settings_check,
+    monitoring_settings_update,
+)
 
 URL = "/projects/{}/monitoring/settings/"
 
@@ -146,6 +150,30 @@ def test_the_service_refuses_unknown_strategies_and_settings(team):
     ]
     # Checked before anything is written: not even the default row was created.
     assert not MonitoringSettings.objects.filter(project=team.project).exists()
+
+
+def test_whole_number_settings_refuse_fractions_and_only_the_schedule_may_be_empty(team):
+    with pytest.raises(SettingsError) as error:
+        monitoring_settings_check(
+            {"surfacing_budget": None, "surfacing_every_hours": 1.5, "psi_threshold": 0.2}
+        )
+    assert error.value.problems == [
+        ("surfacing_budget", "None is not a number."),
+        (
+            "surfacing_every_hours",
+            "1.5 is not a whole number of hours from 1 to 8760; leave it empty for surfacing "
+            "on request only.",
+        ),
+    ]
+    assert monitoring_settings_check(
+        {"surfacing_budget": 100_000.0, "surfacing_every_hours": None}
+    ) == {"surfacing_budget": 100_000, "surfacing_every_hours": None}
+    with pytest.raises(SettingsError) as error:
+        monitoring_settings_check({"surfacing_budget": 100_001, "surfacing_every_hours": 8761})
+    assert [key for key, _ in error.value.problems] == [
+        "surfacing_budget",
+        "surfacing_every_hours",
+    ]
 
 
 API = "/api/v1/projects/{}/monitoring-settings/"
