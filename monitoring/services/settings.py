@@ -50,6 +50,19 @@ class SettingsError(Refusal):
         return out
 
 
+# (setting, largest value, what the words say of it, whether empty is allowed);
+# the smallest is 1.
+WHOLE_NUMBERS = (
+    ("surfacing_budget", BUDGET_MAX, f"from 1 to {BUDGET_MAX:,}.", False),
+    (
+        "surfacing_every_hours",
+        24 * 365,
+        "of hours from 1 to 8760; leave it empty for surfacing on request only.",
+        True,
+    ),
+)
+
+
 def _number(value):
     """The number ``value`` is, or the words for what is wrong with it."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -88,27 +101,18 @@ def _check(changes) -> dict:
             clean["email_alerts"] = changes["email_alerts"]
         else:
             problems.append(("email_alerts", "give true or false."))
-    if "surfacing_budget" in changes:
-        budget, wrong = _number(changes["surfacing_budget"])
-        if wrong is None and (budget != int(budget) or not 1 <= budget <= BUDGET_MAX):
-            wrong = f"{budget!r} is not a whole number from 1 to {BUDGET_MAX:,}."
+    for name, high, words, may_be_empty in WHOLE_NUMBERS:
+        if name not in changes:
+            continue
+        value, wrong = changes[name], None
+        if value is not None or not may_be_empty:
+            value, wrong = _number(value)
+            if wrong is None and (value != int(value) or not 1 <= value <= high):
+                wrong = f"{value!r} is not a whole number {words}"
         if wrong:
-            problems.append(("surfacing_budget", wrong))
+            problems.append((name, wrong))
         else:
-            clean["surfacing_budget"] = int(budget)
-    if "surfacing_every_hours" in changes:
-        hours, wrong = changes["surfacing_every_hours"], None
-        if hours is not None:
-            hours, wrong = _number(hours)
-            if wrong is None and (hours != int(hours) or not 1 <= hours <= 24 * 365):
-                wrong = (
-                    f"{hours!r} is not a whole number of hours from 1 to 8760; leave it "
-                    "empty for surfacing on request only."
-                )
-        if wrong:
-            problems.append(("surfacing_every_hours", wrong))
-        else:
-            clean["surfacing_every_hours"] = None if hours is None else int(hours)
+            clean[name] = None if value is None else int(value)
     if "surfacing_mix" in changes:
         mix, wrong = _check_mix(changes["surfacing_mix"])
         problems += wrong
