@@ -184,7 +184,8 @@ def sample_flag(*, sample, by, kind, note="", duplicate_of=None) -> Flag:
     """Flag a problem with ``sample`` and exclude it from training until resolved.
 
     ``duplicate_of`` (a Sample of the same project) is required for the
-    ``duplicate`` kind and refused for the others.
+    ``duplicate`` kind and refused for the others. A note longer than
+    ``MAX_NOTE_CHARS`` is refused, never cut short.
 
     The sample's open queue item is held (``queue_hold``) so nobody is given
     it to label while it is flagged; its leases are released. The audit entry
@@ -195,6 +196,9 @@ def sample_flag(*, sample, by, kind, note="", duplicate_of=None) -> Flag:
             f"Unknown flag kind {kind!r}: use one of {', '.join(Flag.Kind.values)}.",
             field="kind",
         )
+    too_long = note_too_long(note)
+    if too_long:
+        raise CleaningError(too_long, field="note")
     locked = Sample.objects.select_for_update().get(pk=sample.pk)
     if kind == Flag.Kind.DUPLICATE:
         if duplicate_of is None:
@@ -278,6 +282,9 @@ def flag_resolve(*, flag, by, resolution) -> Flag:
     resolution = (resolution or "").strip()
     if not resolution:
         raise CleaningError("Say how the flag was resolved.", field="resolution")
+    too_long = note_too_long(resolution, "The resolution")
+    if too_long:
+        raise CleaningError(too_long, field="resolution")
     # Lock the sample first (the same order as sample_flag) so a flag raised
     # while this one closes cannot be missed when deciding the status.
     sample = (

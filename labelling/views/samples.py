@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 
 from leanml_site.roles import Capability, role_can
 
-from ..limits import MAX_NOTE_CHARS, note_too_long
+from ..limits import MAX_NOTE_CHARS
 from ..models import Flag, Sample
 from ..permissions import get_project_for_user, get_sample_for_user
 from ..selectors import FLAG_ANY, FLAG_NONE, LABEL_NONE, duplicate_groups, sample_browse
@@ -204,9 +204,6 @@ def sample_flag_view(request, project_pk, sample_pk):
     duplicate_of = None
     external_id = request.POST.get("duplicate_of", "").strip()
     try:
-        too_long = note_too_long(note)
-        if too_long:
-            raise CleaningError(too_long, field="note")
         if external_id:
             duplicate_of = Sample.objects.filter(
                 project=sample.project, external_id=external_id
@@ -242,9 +239,6 @@ def flag_resolve_view(request, project_pk, sample_pk, flag_pk):
     flag = get_object_or_404(Flag, sample=sample, pk=flag_pk)
     resolution = request.POST.get("resolution", "")
     try:
-        too_long = note_too_long(resolution.strip(), "The resolution")
-        if too_long:
-            raise CleaningError(too_long, field="resolution")
         flag_resolve(flag=flag, by=request.user, resolution=resolution)
     except CleaningError as exc:
         messages.error(request, f"Flag not resolved: {exc}")

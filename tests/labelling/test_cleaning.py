@@ -268,6 +268,27 @@ def test_resolving_needs_a_resolution_and_happens_once(project, expert):
         flag_resolve(flag=flag, by=expert, resolution="again")
 
 
+def test_a_flag_note_or_resolution_longer_than_the_limit_is_refused_not_cut(project, expert):
+    sample = make_sample(project)
+    longest = "n" * MAX_NOTE_CHARS
+
+    with pytest.raises(CleaningError, match="The note is 2,001 characters long") as refused:
+        sample_flag(sample=sample, by=expert, kind="corrupt", note=longest + "n")
+    assert refused.value.field == "note"
+    assert not Flag.objects.exists()
+    sample.refresh_from_db()
+    assert sample.status == Sample.Status.ACTIVE
+
+    flag = sample_flag(sample=sample, by=expert, kind="corrupt", note=longest)
+    assert flag.note == longest
+    with pytest.raises(CleaningError, match="The resolution is 2,001 characters long") as refused:
+        flag_resolve(flag=flag, by=expert, resolution=longest + "r")
+    assert refused.value.field == "resolution"
+    flag.refresh_from_db()
+    assert flag.resolved_at is None
+    assert flag_resolve(flag=flag, by=expert, resolution=longest).resolution == longest
+
+
 def test_it_rejects_an_unknown_kind(project, expert):
     sample = make_sample(project)
     with pytest.raises(CleaningError, match="Unknown flag kind 'spam'"):
