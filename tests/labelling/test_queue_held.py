@@ -151,6 +151,25 @@ def test_the_lease_holders_submit_and_next_after_the_flag(team, queued):
     assert next_sample(team, "owner") is None or next_sample(team, "owner") == second
 
 
+def test_an_item_whose_overlap_was_lowered_while_held_resumes_as_done(team, queued):
+    first, second = queued
+    team.project.overlap = 2
+    team.project.save(update_fields=["overlap"])
+    assert next_sample(team, "expert") == first
+    raised = flag(team, first)
+    annotation_submit(project=team.project, user=team.users["expert"], sample=first, label="great")
+    assert item_of(first).state == QueueItem.State.HELD  # one label of two
+    team.project.overlap = 1
+    team.project.save(update_fields=["overlap"])
+
+    flag_resolve(flag=raised, by=team.users["owner"], resolution="fine")
+
+    assert item_of(first).state == QueueItem.State.DONE
+    event = AuditEvent.objects.filter(action="flag.resolve").get()
+    assert event.after["queue"] == {"item": item_of(first).pk, "state": "done"}
+    assert next_sample(team, "owner") == second
+
+
 def test_the_lease_holder_submitting_through_the_page_keeps_their_label(team, queued):
     first, second = queued
     client = team.client("expert")
