@@ -210,7 +210,7 @@ def read_body(
             ) from None
         if not isinstance(records, list):
             raise IngestError(
-                "The body must be a JSON list of objects (one per prediction).", field="body"
+                f"{name} must be a JSON list of objects (one per prediction).", field=field
             )
         if len(records) > max_rows:
             raise too_many(len(records))
@@ -222,7 +222,7 @@ def read_body(
                 break
     errors.raise_if_any()
     if not records:
-        raise IngestError("The batch is empty.", field="body")
+        raise IngestError("The batch is empty.", field=field)
     frame = pd.DataFrame.from_records(records)
     # Slices and copies of the frame keep it (pandas carries ``attrs``).
     frame.attrs[FINITE_JSON] = finite
@@ -289,5 +289,5 @@ def _read_csv(body, text_columns, max_rows, name, field):
     if len(frame) > max_rows:
         raise too_many(len(frame))
     if frame.empty:
-        raise IngestError("The batch is empty.", field="body")
+        raise IngestError("The batch is empty.", field=field)
     return frame

@@ -83,6 +83,23 @@ def test_text_that_is_not_utf8_is_located(team, versions, name, content, where):
     assert not PredictionLog.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("logs.json", b'{"request_id": "a"}',
+         "logs.json must be a JSON list of objects (one per prediction)."),
+        ("logs.json", b"[]", "The batch is empty."),
+        ("logs.csv", HEADER.encode(), "The batch is empty."),
+    ],
+)  # fmt: skip
+def test_a_file_without_rows_is_refused_about_the_file(team, versions, name, content, message):
+    response = _upload(team.client("owner"), team, name, content)
+    assert response.status_code == 400
+    assert response.context["error"].message == message
+    assert response.context["error"].field == "file"
+    assert not PredictionLog.objects.exists()
+
+
 @pytest.mark.parametrize("who", ["expert", "product_manager"])
 def test_only_members_who_train_models_upload(team, versions, who):
     response = _upload(team.client(who), team, "logs.csv", HEADER)
