@@ -237,9 +237,8 @@ def sample_flag_view(request, project_pk, sample_pk):
 def flag_resolve_view(request, project_pk, sample_pk, flag_pk):
     sample = get_sample_for_user(request.user, project_pk, sample_pk, capability=Capability.CLEAN)
     flag = get_object_or_404(Flag, sample=sample, pk=flag_pk)
-    resolution = request.POST.get("resolution", "")
     try:
-        flag_resolve(flag=flag, by=request.user, resolution=resolution)
+        flag_resolve(flag=flag, by=request.user, resolution=request.POST.get("resolution", ""))
     except CleaningError as exc:
         messages.error(request, f"Flag not resolved: {exc}")
     else:
