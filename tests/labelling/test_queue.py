@@ -319,6 +319,9 @@ def test_next_is_one_statement_that_scans_the_partial_queue_index(team, annotato
     params = _next_params(project=team.project, user=annotators[1], exclude=[], now=timezone.now())
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_seqscan = off")
+        # On three rows the planner may as well read the sample index and
+        # sort; what matters is that the order can come from queue_next.
+        cursor.execute("SET LOCAL enable_sort = off")
         cursor.execute("EXPLAIN " + _NEXT_POSTGRESQL, params)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "Index Scan using queue_next" in plan
